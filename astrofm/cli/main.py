@@ -1,0 +1,52 @@
+"""`astrofm`: parse the command line, dispatch to a command module, turn known failures into messages.
+
+Each command module exposes `add_parser(subparsers)`, which registers its arguments and sets
+`handler` to a function taking the parsed namespace and returning an exit status. Handlers turn the
+namespace into a typed config and call library code; heavy imports happen inside handlers, so
+`astrofm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from astrofm import __version__
+from astrofm.cli import data_cmd, quickstart_cmd
+
+# Failures that are the user's input, not a bug: print one clear line instead of a traceback.
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="astrofm",
+        description="Multi-modal astronomy foundation models: data, pretraining, embeddings, science.",
+    )
+    parser.add_argument("--version", action="version", version=f"astrofm {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    quickstart_cmd.add_parser(subparsers)
+    data_cmd.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"astrofm {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("astrofm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
