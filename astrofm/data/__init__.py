@@ -6,8 +6,8 @@ The streaming loader (`astrofm.data.loader`) imports torch; everything imported 
 from astrofm.data.format import (
     MODALITIES,
     SPLITS,
-    DataValidationError,
     DatasetSpec,
+    DataValidationError,
     ImageSpec,
     PhotometrySpec,
     Sample,

@@ -46,6 +46,7 @@ class LoaderConfig:
     samples_per_epoch: int | None = None  # epoch size summed over ranks; None: one pass over the split
     modalities: list[str] | None = None  # keep only these modalities; None: all the dataset has
     partial_batches: bool = True  # yield the last, smaller batch of each worker
+    split_by_node: bool = True  # False: every rank reads the whole split (small evaluation splits)
     rank: int | None = None  # None: from torch.distributed, else $RANK, else 0
     world_size: int | None = None  # None: from torch.distributed, else $WORLD_SIZE, else 1
 
@@ -60,6 +61,8 @@ class LoaderConfig:
 
 
 def distributed_rank_and_size(config: LoaderConfig) -> tuple[int, int]:
+    if not config.split_by_node:
+        return 0, 1
     if config.rank is not None and config.world_size is not None:
         return config.rank, config.world_size
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -145,6 +148,13 @@ class ShardStream(IterableDataset):
         _, world = distributed_rank_and_size(self.config)
         readers = world * max(num_workers, 1)
         return math.ceil(self.config.samples_per_epoch / (readers * self.config.batch_size))
+
+    def __len__(self) -> int:
+        """Batches per rank in a sized epoch (what progress bars and schedulers need)."""
+        per_worker = self.batches_per_worker(self.config.num_workers)
+        if per_worker is None:
+            raise TypeError("an unsized pass has no length: set samples_per_epoch")
+        return per_worker * max(self.config.num_workers, 1)
 
     def __iter__(self) -> Iterator[dict]:
         _, workers = _worker()

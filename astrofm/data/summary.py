@@ -34,7 +34,7 @@ def _spec_line(modality: str, spec: dict[str, Any]) -> str:
         return (f"{spec['n_pixels']} pixels, {spec['wave_min']:g}-{spec['wave_max']:g} A "
                 f"step {spec['wave_step']:g} A, flux in {spec['flux_unit']}")
     if modality == "photometry":
-        bands = ", ".join(f"{b} ({f})" for b, f in zip(spec["bands"], spec["filters"]))
+        bands = ", ".join(f"{b} ({f})" for b, f in zip(spec["bands"], spec["filters"], strict=True))
         return f"bands {bands}, flux in {spec['flux_unit']}"
     return (f"bands {','.join(spec['bands'])}, {spec['size']}x{spec['size']} px at "
             f"{spec['pixel_scale']:g}\"/px, {spec['flux_unit']}")

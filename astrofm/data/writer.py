@@ -20,8 +20,8 @@ import webdataset as wds
 from astrofm.data.format import (
     DEFAULT_SPLIT_FRACTIONS,
     SPLITS,
-    DataValidationError,
     DatasetSpec,
+    DataValidationError,
     Sample,
     assign_split,
     encode_sample,

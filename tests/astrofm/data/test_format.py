@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tarfile
 
 import numpy as np
 import pytest
 import webdataset as wds
 
-from astrofm.data import DataValidationError, Dataset, DatasetWriter, WriterConfig, assign_split, load_manifest
+from astrofm.data import (
+    Dataset,
+    DatasetWriter,
+    DataValidationError,
+    WriterConfig,
+    assign_split,
+    load_manifest,
+)
 from astrofm.data.format import decode_sample, encode_sample, sample_key
 from tests.conftest import TINY_SPEC, synthetic_sample
 
