@@ -7,7 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from astrofm.data import DatasetSpec, DatasetWriter, ImageSpec, PhotometrySpec, Sample, SpectrumSpec, WriterConfig
+from astrofm.data import (
+    DatasetSpec,
+    DatasetWriter,
+    ImageSpec,
+    PhotometrySpec,
+    Sample,
+    SpectrumSpec,
+    WriterConfig,
+)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
