@@ -5,3 +5,13 @@ embeddings power regression, generation, similarity search and simulation-vs-obs
 """
 
 __version__ = "0.1.0"
+
+
+def load_model(path):
+    """Load an exported model folder (config.json + model.safetensors) without Lightning or pickle.
+
+    `model.embed(batch)` returns a dict modality -> (B, D) L2-normalised embeddings.
+    """
+    from astrofm.models.io import load_model as _load_model
+
+    return _load_model(path)

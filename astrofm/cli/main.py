@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from astrofm import __version__
-from astrofm.cli import data_cmd, quickstart_cmd
+from astrofm.cli import data_cmd, pretrain_cmd, quickstart_cmd
 
 # Failures that are the user's input, not a bug: print one clear line instead of a traceback.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError)
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     quickstart_cmd.add_parser(subparsers)
     data_cmd.add_parser(subparsers)
+    pretrain_cmd.add_parser(subparsers)
     return parser
 
 

@@ -30,7 +30,11 @@ def _numeric(value) -> float:
     return float(value)
 
 
-def collate_samples(samples: Sequence[Sample], modalities: Sequence[str]) -> dict:
+def collate_samples(samples: Sequence[Sample], modalities: Sequence[str],
+                    shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
+    """Stack `samples` into a batch. With `shapes` (modality -> array shape, from the dataset spec), a
+    modality that no object of the batch has still gets zero arrays and an all-False mask, so every
+    encoder runs on every batch (DDP expects every parameter to take part in every step)."""
     batch: dict = {
         "id": [s.id for s in samples],
         "meta": [{**s.meta, **s.labels} for s in samples],
@@ -43,9 +47,12 @@ def collate_samples(samples: Sequence[Sample], modalities: Sequence[str]) -> dic
         present = [getattr(s, modality) for s in samples]
         batch["mask"][modality] = torch.tensor([p is not None for p in present], dtype=torch.bool)
         template = next((p for p in present if p is not None), None)
-        if template is None:  # nobody in this batch has the modality: keep the key out of the batch
+        if template is not None:
+            shape = np.asarray(template["flux"]).shape
+        elif shapes and modality in shapes:
+            shape = tuple(shapes[modality])
+        else:  # nobody in this batch has the modality and its shape is unknown: leave it out
             continue
-        shape = np.asarray(template["flux"]).shape
         arrays = {}
         for name in MODALITY_ARRAYS[modality]:
             stacked = np.zeros((len(samples), *shape), dtype=np.float32)

@@ -98,6 +98,7 @@ class ShardStream(IterableDataset):
         if missing:
             raise ValueError(f"{config.path}: dataset has no {sorted(missing)} (it has {available})")
         self.modalities = list(config.modalities or available)
+        self.shapes = {m: dataset.spec.expected_shape(m) for m in self.modalities}
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -164,7 +165,7 @@ class ShardStream(IterableDataset):
             self._decode,
             self._shuffle,
             wds.batched(self.config.batch_size, partial=self.config.partial_batches,
-                        collation_fn=partial(collate_samples, modalities=self.modalities)),
+                        collation_fn=partial(collate_samples, modalities=self.modalities, shapes=self.shapes)),
         )
         limit = self.batches_per_worker(workers)
         if limit is not None:

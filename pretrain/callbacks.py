@@ -1,0 +1,48 @@
+"""Callbacks every `astrofm pretrain fit` run gets: checkpoints in the run folder, export at the end."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from pretrain.export import export_model
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that defaults to `{default_root_dir}/checkpoints`, whatever loggers are attached,
+    so `last.ckpt` is always at a path a user can guess for `--ckpt_path`."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        super().setup(trainer, pl_module, stage)
+
+
+class ExportModel(Callback):
+    """At the end of a successful fit, write `{default_root_dir}/model/` (config.json + safetensors)."""
+
+    def __init__(self, folder: str = "model", recipe: str | None = None):
+        """
+        Args:
+            folder: model folder name inside the run folder.
+            recipe: recipe file(s) the run was configured from, for the model card.
+        """
+        self.folder = folder
+        self.recipe = recipe
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        pl_module.recipe = self.recipe  # recorded in checkpoints, so `pretrain export` can name it too
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.interrupted:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        info = {"source": f"the final weights of the run in {trainer.default_root_dir}",
+                "data": getattr(pl_module, "data_info", {}), "recipe": self.recipe,
+                "global_step": trainer.global_step, "epoch": trainer.current_epoch, "metrics": metrics}
+        out = Path(trainer.default_root_dir) / self.folder
+        export_model(pl_module.model, out, info)
+        print(f"model exported to {out}")

@@ -1,0 +1,61 @@
+"""`astrofm pretrain fit --config configs/pretrain/RECIPE.yaml [--data.path DIR] [...]` via LightningCLI.
+
+One typed signature (ContrastivePretrainer, ShardDataModule, Trainer) serves the YAML recipe, the
+command line and Python callers. Every run folder (`trainer.default_root_dir`) gets:
+    checkpoints/last.ckpt and the best checkpoint by validation top-10 retrieval accuracy
+    logs/            CSV metrics (always)
+    wandb/           wandb run files (offline unless an API key or WANDB_MODE says otherwise)
+    model/           config.json + model.safetensors + README.md (model card), at the end of fit
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from pretrain.callbacks import ExportModel, RunCheckpoint
+from pretrain.datamodule import ShardDataModule
+from pretrain.module import ContrastivePretrainer
+
+
+def default_wandb_mode() -> None:
+    """wandb runs offline unless configured: an unreachable server makes online mode retry for minutes."""
+    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
+        os.environ["WANDB_MODE"] = "offline"
+
+
+class PretrainCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/top10_mean", "checkpoint.mode": "max",
+                             "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+                             "checkpoint.filename": "best-{epoch}-{step}"})
+        parser.add_argument("--wandb", type=bool, default=True,
+                            help="log to wandb too (offline unless WANDB_API_KEY or WANDB_MODE is set)")
+        parser.add_argument("--wandb_project", type=str, default="astrofm", help="wandb project name")
+
+    def instantiate_trainer(self, **kwargs: Any):
+        config = self.config_init[self.subcommand]
+        trainer_config = config["trainer"]
+        root = trainer_config.get("default_root_dir") or os.path.join("runs", "pretrain")
+        if trainer_config.get("logger") in (None, True):  # a recipe that names its loggers keeps them
+            loggers = [CSVLogger(save_dir=root, name="logs")]
+            if config.get("wandb", True):
+                from lightning.pytorch.loggers import WandbLogger
+
+                default_wandb_mode()
+                loggers.append(WandbLogger(save_dir=root, project=config.get("wandb_project", "astrofm"),
+                                           offline=os.environ.get("WANDB_MODE") == "offline"))
+            kwargs["logger"] = loggers
+        recipe = [str(path) for path in (config.get("config") or [])]
+        self.trainer_defaults.setdefault("callbacks", []).append(ExportModel(recipe=", ".join(recipe) or None))
+        return super().instantiate_trainer(**kwargs)
+
+
+def main(args: list[str] | None = None) -> None:
+    default_wandb_mode()
+    PretrainCLI(ContrastivePretrainer, ShardDataModule, args=args, save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": "astrofm pretrain"})

@@ -1,0 +1,156 @@
+"""The LightningModule for contrastive multi-modal pretraining.
+
+Encoders are injected (in a recipe: `class_path` / `init_args` per modality), so one module trains a
+tiny CNN on a laptop and a ViT on a GPU cluster. The model itself is a plain `MultiModalModel`; this
+module only adds the training loop around it: augmentations, the loss, validation retrieval metrics,
+the optimiser and its schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from astrofm import __version__
+from astrofm.augment import AugmentConfig, augment_batch
+from astrofm.losses import ContrastiveLossConfig, MultiModalContrastiveLoss
+from astrofm.models.multimodal import MultiModalModel
+from astrofm.retrieval import pairwise_retrieval
+from pretrain.export import CHECKPOINT_KEY
+from pretrain.optim import OptimizerConfig, build_optimizer
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the run stops with the last good checkpoint intact."""
+
+
+class ContrastivePretrainer(pl.LightningModule):
+    def __init__(
+        self,
+        encoders: dict[str, torch.nn.Module],
+        embed_dim: int = 128,
+        head_hidden_dim: int | None = None,
+        logit_scale_init: float = math.log(1 / 0.07),
+        loss: ContrastiveLossConfig | None = None,
+        augment: AugmentConfig | None = None,
+        use_augmentations: bool = True,
+        optimizer: OptimizerConfig | None = None,
+        retrieval_ks: tuple[int, ...] = (1, 10),
+    ):
+        """
+        Args:
+            encoders: modality -> encoder module (spectrum, photometry, image; any subset of two or more).
+            embed_dim: dimension of the shared, L2-normalised embedding space.
+            head_hidden_dim: hidden width of the projection heads (None: linear heads).
+            logit_scale_init: initial log of the contrastive logit scale (CLIP: log(1/0.07)).
+            loss: contrastive loss options (distributed gather, local loss, scale clamp).
+            augment: which physics augmentations to apply to training batches.
+            use_augmentations: switch all augmentations off at once.
+            optimizer: AdamW, warm-up and cosine settings.
+            retrieval_ks: k values of the validation top-k cross-modal retrieval accuracy.
+        """
+        super().__init__()
+        if len(encoders) < 2:
+            raise ValueError(f"contrastive pretraining needs at least two modalities, got {sorted(encoders)}")
+        self.save_hyperparameters(ignore=["encoders"])
+        self.model = MultiModalModel(dict(encoders), embed_dim=embed_dim, logit_scale_init=logit_scale_init,
+                                     head_hidden_dim=head_hidden_dim)
+        self.loss_fn = MultiModalContrastiveLoss(loss or ContrastiveLossConfig())
+        self.augment_config = augment or AugmentConfig()
+        self.use_augmentations = use_augmentations
+        self.optimizer_config = optimizer or OptimizerConfig()
+        self.retrieval_ks = tuple(retrieval_ks)
+        self.data_info: dict[str, Any] = {}
+        self._val_embeddings: dict[str, list[torch.Tensor]] = {}
+        self._val_masks: dict[str, list[torch.Tensor]] = {}
+
+    # Data-dependent set-up ---------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        manifest = getattr(datamodule, "manifest", None)
+        if manifest is None:
+            return
+        missing = set(self.model.modalities) - set(manifest.spec.modalities)
+        if missing:
+            raise ValueError(f"{datamodule.path}: the model has encoders for {sorted(missing)}, "
+                             f"which the dataset lacks (it has {manifest.spec.modalities})")
+        self.model.set_statistics(manifest.to_dict())
+        self.data_info = {"name": manifest.name, "path": str(datamodule.path), "train_objects":
+                          manifest.count("train"), "provenance": manifest.provenance}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"model_config": self.model.to_config(), "data": self.data_info,
+                                      "recipe": getattr(self, "recipe", None), "astrofm_version": __version__}
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch)
+
+    # Training ------------------------------------------------------------------------------------
+    def _masks(self, batch: dict, modalities) -> dict[str, torch.Tensor]:
+        return {m: batch["mask"][m] for m in modalities}
+
+    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        if self.use_augmentations:
+            batch = augment_batch(batch, self.augment_config)
+        embeddings = self.model(batch)
+        loss, parts = self.loss_fn(embeddings, self._masks(batch, embeddings), self.model.logit_scale)
+        self._stop_on_non_finite(loss, parts)
+        size = len(batch["id"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for pair, value in parts.items():
+            self.log(f"train/loss/{pair}", value, batch_size=size)
+        self.log("logit_scale", self.model.logit_scale.detach().exp(), prog_bar=True, batch_size=size)
+        return loss
+
+    def _stop_on_non_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        finite = bool(torch.isfinite(loss.detach()).item())
+        # Every rank decides together, so no rank is left waiting in an all-reduce.
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            return
+        detail = ", ".join(f"{pair}={float(value):.4g}" for pair, value in parts.items())
+        checkpoint = next((c for c in self.trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
+        last = checkpoint.last_model_path if checkpoint else "none saved yet"
+        raise NonFiniteLossError(
+            f"non-finite loss ({float(loss):.4g}) at epoch {self.current_epoch}, step {self.global_step}"
+            f"{'; pairs: ' + detail if detail else ''}. Stopping; the last good checkpoint is {last}. "
+            f"Lower the learning rate or check the data (astrofm data info --verify).")
+
+    def configure_optimizers(self) -> dict:
+        total = int(self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.model, self.optimizer_config, total)
+
+    # Validation: loss, and cross-modal retrieval among a fixed pool ----------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_embeddings, self._val_masks = {}, {}
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        embeddings = self.model(batch)
+        masks = self._masks(batch, embeddings)
+        # Every rank reads the whole val split: score it locally, without a gather across ranks.
+        loss, _ = self.loss_fn(embeddings, masks, self.model.logit_scale, gather=False)
+        self.log("val/loss", loss, batch_size=len(batch["id"]), sync_dist=False)
+        for modality, values in embeddings.items():
+            self._val_embeddings.setdefault(modality, []).append(values.detach().float().cpu())
+            self._val_masks.setdefault(modality, []).append(masks[modality].cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_embeddings:
+            return
+        embeddings = {m: torch.cat(v) for m, v in self._val_embeddings.items()}
+        masks = {m: torch.cat(v) for m, v in self._val_masks.items()}
+        pool = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("val_max_objects", 1000)
+        metrics = pairwise_retrieval(embeddings, masks, ks=self.retrieval_ks, max_objects=pool)
+        for name, value in metrics.items():
+            if not name.startswith("pool/"):
+                self.log(f"val/{name}", value, sync_dist=False)
+        for k in self.retrieval_ks:
+            values = [v for name, v in metrics.items() if name.startswith(f"top{k}/")]
+            if values:
+                self.log(f"val/top{k}_mean", sum(values) / len(values), prog_bar=k == max(self.retrieval_ks),
+                         sync_dist=False)
+        self.log("val/logit_scale", self.model.logit_scale.detach().exp(), sync_dist=False)
