@@ -20,6 +20,12 @@ class RunCheckpoint(ModelCheckpoint):
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         super().setup(trainer, pl_module, stage)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A run that stops on max_steps mid-epoch would otherwise leave last.ckpt at the previous epoch end.
+        if self.save_last and trainer.global_step != self._last_global_step_saved:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
 
 class ExportModel(Callback):
     """At the end of a successful fit, write `{default_root_dir}/model/` (config.json + safetensors)."""

@@ -1,0 +1,128 @@
+"""`astrofm pretrain` through the real command line: recipes, fit + export, 2-rank DDP, kill and resume."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+import astrofm
+from astrofm.data.loader import LoaderConfig, make_dataloader
+from tests.pretrain.conftest import FAST, REPO, TINY_RECIPE, astrofm_command, quiet_env
+
+
+class ParseOnlyCLI:
+    """Parse a recipe with the real PretrainCLI parser (types, class paths, init_args) but build nothing."""
+
+    @staticmethod
+    def parse(args: list[str]):
+        from pretrain.cli import PretrainCLI
+        from pretrain.datamodule import ShardDataModule
+        from pretrain.module import ContrastivePretrainer
+
+        class _CLI(PretrainCLI):
+            def instantiate_classes(self) -> None:
+                pass
+
+        return _CLI(ContrastivePretrainer, ShardDataModule, args=args, run=False).config
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs" / "pretrain").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_parses(recipe):
+    config = ParseOnlyCLI.parse(["--config", str(recipe)])
+    encoders = config.model.encoders
+    assert {"spectrum", "photometry", "image"} <= set(encoders)
+    assert all(spec.class_path.startswith("astrofm.models.") for spec in encoders.values())
+    assert config.checkpoint.monitor == "val/top10_mean" and config.checkpoint.save_last
+
+
+def test_base_recipe_is_gpu_bf16_ddp():
+    config = ParseOnlyCLI.parse(["--config", str(REPO / "configs/pretrain/base.yaml")])
+    assert config.trainer.precision == "bf16-mixed" and config.trainer.strategy == "ddp"
+    assert config.model.encoders["image"].class_path.endswith("ImageViTEncoder")
+
+
+def _run(args, timeout=240, **kwargs):
+    return subprocess.run(astrofm_command(*args), capture_output=True, text=True, timeout=timeout,
+                          env=quiet_env(), **kwargs)
+
+
+def _first_batch(path, split="test"):
+    config = LoaderConfig(path=str(path), split=split, batch_size=16, num_workers=0, shuffle=False)
+    return next(iter(make_dataloader(config)))
+
+
+def test_fit_writes_checkpoints_logs_and_model_and_export_matches(latent_dataset, tmp_path):
+    run = tmp_path / "run"
+    result = _run(["pretrain", "fit", "--config", str(TINY_RECIPE), "--data.path", str(latent_dataset),
+                   "--trainer.default_root_dir", str(run), "--trainer.max_steps", "6", *FAST])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    metrics = next((run / "logs").rglob("metrics.csv")).read_text()
+    for column in ("train/loss", "val/loss", "val/top1_mean", "val/top10_mean", "val/top10/spectrum-image",
+                   "logit_scale"):
+        assert column in metrics
+    assert list((run / "wandb").glob("offline-run-*")), "wandb should have run offline"
+    assert sorted(p.name for p in (run / "model").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert "latent" in (run / "model" / "README.md").read_text()  # the card names the training data
+
+    exported = tmp_path / "exported"
+    result = _run(["pretrain", "export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(exported)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    batch = _first_batch(latent_dataset)
+    at_end, from_ckpt = astrofm.load_model(run / "model").embed(batch), astrofm.load_model(exported).embed(batch)
+    assert set(at_end) == {"spectrum", "photometry", "image"}
+    for modality, embedding in at_end.items():
+        assert embedding.shape == (16, 128)
+        assert torch.equal(embedding, from_ckpt[modality])
+
+
+def test_export_refuses_a_missing_checkpoint(tmp_path):
+    result = _run(["pretrain", "export", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "m")])
+    assert result.returncode == 1 and "none.ckpt" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_through_the_cli(latent_dataset, tmp_path):
+    run = tmp_path / "ddp"
+    result = _run(["pretrain", "fit", "--config", str(TINY_RECIPE), "--data.path", str(latent_dataset),
+                   "--trainer.default_root_dir", str(run), "--trainer.max_steps", "3",
+                   "--trainer.devices", "2", "--trainer.strategy", "ddp", "--wandb", "false", *FAST], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    assert (run / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_from_last_ckpt_and_finishes(latent_dataset, tmp_path):
+    run = tmp_path / "killed"
+    common = ["pretrain", "fit", "--config", str(TINY_RECIPE), "--data.path", str(latent_dataset),
+              "--trainer.default_root_dir", str(run), "--trainer.max_steps", "40", "--trainer.max_epochs", "-1",
+              "--checkpoint.every_n_train_steps", "2", "--wandb", "false", *FAST]
+    last = run / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen(astrofm_command(*common), env=quiet_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        assert last.exists(), "no checkpoint appeared before the deadline"
+        time.sleep(0.5)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    killed_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert 0 < killed_at < 40
+    assert not (run / "model").exists()
+
+    result = _run([*common, "--ckpt_path", str(last)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 40
+    assert (run / "model" / "model.safetensors").is_file()

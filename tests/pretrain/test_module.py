@@ -1,0 +1,80 @@
+"""The training loop's pieces in-process: overfitting, the non-finite stop, the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+from astrofm.data.collate import collate_samples
+from astrofm.data.format import DatasetSpec
+from astrofm.data.manifest import load_manifest
+from astrofm.losses import MultiModalContrastiveLoss
+from astrofm.models import ImageCNNEncoder, PhotometryEncoder, SpectrumEncoder
+from pretrain.callbacks import RunCheckpoint
+from pretrain.datamodule import ShardDataModule
+from pretrain.module import ContrastivePretrainer, NonFiniteLossError
+from pretrain.optim import OptimizerConfig, warmup_cosine
+from tests.pretrain.conftest import latent_sample
+
+
+def tiny_module(**kwargs) -> ContrastivePretrainer:
+    encoders = {"spectrum": SpectrumEncoder(), "photometry": PhotometryEncoder(), "image": ImageCNNEncoder()}
+    return ContrastivePretrainer(encoders, embed_dim=32, **kwargs)
+
+
+def test_a_tiny_fixed_batch_is_overfitted(latent_dataset):
+    torch.manual_seed(0)
+    module = tiny_module(use_augmentations=False)
+    module.model.set_statistics(load_manifest(latent_dataset).to_dict())
+    spec, rng = DatasetSpec(), np.random.default_rng(1)
+    batch = collate_samples([latent_sample(i, spec, rng) for i in range(16)], spec.modalities)
+    loss_fn = MultiModalContrastiveLoss()
+    optimizer = torch.optim.AdamW(module.model.parameters(), lr=1e-3)
+    for _ in range(220):
+        loss, parts = loss_fn(module.model(batch), batch["mask"], module.model.logit_scale)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    # Three pairs start near ln(16) = 2.77 each; a memorised batch scores each pair far below that.
+    assert len(parts) == 3
+    assert all(float(value) < 0.1 * math.log(16) for value in parts.values()), parts
+
+
+def test_fewer_than_two_encoders_is_refused():
+    with pytest.raises(ValueError, match="at least two modalities"):
+        ContrastivePretrainer({"spectrum": SpectrumEncoder()})
+
+
+def test_a_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
+        latent_dataset, tmp_path, monkeypatch):
+    module = tiny_module()
+    real_forward = MultiModalContrastiveLoss.forward
+
+    def poisoned(self, embeddings, masks, logit_scale, gather=True):
+        total, parts = real_forward(self, embeddings, masks, logit_scale, gather)
+        return (total * float("nan"), parts) if module.global_step >= 3 else (total, parts)
+
+    monkeypatch.setattr(MultiModalContrastiveLoss, "forward", poisoned)
+    checkpoints = RunCheckpoint(every_n_train_steps=1, save_last=True, monitor=None)
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=10, accelerator="cpu", devices=1, logger=False,
+                         callbacks=[checkpoints], enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, limit_val_batches=0)
+    data = ShardDataModule(str(latent_dataset), batch_size=16, num_workers=0, samples_per_epoch=160)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at epoch 0, step 3.*last.ckpt"):
+        trainer.fit(module, datamodule=data)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    config = OptimizerConfig(warmup_steps=10, min_lr_ratio=0.1)
+    factors = [warmup_cosine(step, config.warmup_steps, 110, config.min_lr_ratio) for step in range(110)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.55, abs=0.01)
+    assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
