@@ -15,8 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import webdataset as wds
-
 from astrofm.data.format import (
     DEFAULT_SPLIT_FRACTIONS,
     SPLITS,
@@ -54,7 +52,7 @@ class _SplitShards:
         self.folder, self.split, self.shard_size = folder, split, shard_size
         self.done: list[ShardInfo] = []
         self.modality_counts: dict[str, int] = {}
-        self._writer: wds.TarWriter | None = None
+        self._writer = None  # webdataset.TarWriter of the open shard
         self._handle = None
         self._count = 0
 
@@ -63,6 +61,8 @@ class _SplitShards:
 
     def write(self, members: dict[str, Any], modalities: list[str]) -> None:
         if self._writer is None:
+            import webdataset as wds  # here, not at module level: it imports torch, which `data mock` workers skip
+
             self._handle = open(self._tmp_path(), "wb")
             # mtime 0 and fixed owner: the same objects give byte-identical shards (and checksums).
             self._writer = wds.TarWriter(self._handle, user="astrofm", group="astrofm", encoder=False, mtime=0)
