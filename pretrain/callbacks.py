@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from pretrain.export import export_model
+from pretrain.export import export_checkpoint, export_model
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -46,9 +46,16 @@ class ExportModel(Callback):
         if not trainer.is_global_zero or trainer.interrupted:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        info = {"source": f"the final weights of the run in {trainer.default_root_dir}",
-                "data": getattr(pl_module, "data_info", {}), "recipe": self.recipe,
-                "global_step": trainer.global_step, "epoch": trainer.current_epoch, "metrics": metrics}
         out = Path(trainer.default_root_dir) / self.folder
-        export_model(pl_module.model, out, info)
+        last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")),
+                    "")
+        if last and Path(last).is_file():
+            # From the final checkpoint, not the live module: under sharded strategies (FSDP) only the
+            # checkpoint holds the whole model on rank 0.
+            export_checkpoint(last, out, metrics=metrics)
+        else:
+            info = {"source": f"the final weights of the run in {trainer.default_root_dir}",
+                    "data": getattr(pl_module, "data_info", {}), "recipe": self.recipe,
+                    "global_step": trainer.global_step, "epoch": trainer.current_epoch, "metrics": metrics}
+            export_model(pl_module.model, out, info)
         print(f"model exported to {out}")

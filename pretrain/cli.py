@@ -11,6 +11,7 @@ command line and Python callers. Every run folder (`trainer.default_root_dir`) g
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -57,5 +58,7 @@ class PretrainCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     default_wandb_mode()
+    # The front door passes its arguments explicitly but leaves sys.argv intact for DDP's relaunch.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     PretrainCLI(ContrastivePretrainer, ShardDataModule, args=args, save_config_kwargs={"overwrite": True},
                 parser_kwargs={"prog": "astrofm pretrain"})

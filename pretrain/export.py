@@ -53,7 +53,8 @@ def export_model(model: MultiModalModel, out: str | os.PathLike, info: dict[str,
     return Path(out)
 
 
-def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
+def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike,
+                      metrics: dict[str, float] | None = None) -> Path:
     """Export any checkpoint written by `astrofm pretrain fit` (last, best or periodic)."""
     ckpt = Path(ckpt)
     if not ckpt.is_file():
@@ -67,5 +68,6 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     model.load_state_dict(state, strict=True)
     info = {"source": str(ckpt), "data": stored.get("data", {}), "recipe": stored.get("recipe", "unknown"),
-            "global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch")}
+            "global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch"),
+            "metrics": metrics or {}}
     return export_model(model.eval(), out, info)
