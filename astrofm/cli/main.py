@@ -12,7 +12,15 @@ import argparse
 import sys
 
 from astrofm import __version__
-from astrofm.cli import data_cmd, pretrain_cmd, quickstart_cmd
+from astrofm.cli import (
+    data_cmd,
+    embed_cmd,
+    index_cmd,
+    pretrain_cmd,
+    quickstart_cmd,
+    retrieval_cmd,
+    search_cmd,
+)
 
 # Failures that are the user's input, not a bug: print one clear line instead of a traceback.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError)
@@ -28,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart_cmd.add_parser(subparsers)
     data_cmd.add_parser(subparsers)
     pretrain_cmd.add_parser(subparsers)
+    embed_cmd.add_parser(subparsers)
+    index_cmd.add_parser(subparsers)
+    search_cmd.add_parser(subparsers)
+    retrieval_cmd.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,77 @@
+"""`astrofm retrieval`: the metrics against hand-computed values, and the report folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from astrofm.cli.main import main
+from astrofm.embedstore.store import EMBEDDINGS_FORMAT, vectors_array
+from astrofm.retrieval_report import (
+    RetrievalReportConfig,
+    compute_metrics,
+    curve_from_ranks,
+    neighbour_dz,
+    true_match_ranks,
+)
+from tests.astrofm.search_helpers import clustered_unit_vectors, search_world
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    return search_world(tmp_path_factory)
+
+
+def _store(folder, modalities: dict[str, np.ndarray], z: np.ndarray):
+    folder.mkdir()
+    entries = {}
+    for modality, vectors in modalities.items():
+        ids = [f"o{i:04d}" for i in range(len(vectors))]
+        pq.write_table(pa.table({"id": ids, "split": ["test"] * len(ids), "embedding": vectors_array(vectors),
+                                 "redshift": z}), folder / f"{modality}.parquet")
+        entries[modality] = {"file": f"{modality}.parquet", "count": len(ids)}
+    (folder / "manifest.json").write_text(json.dumps({"format": EMBEDDINGS_FORMAT, "format_version": 1,
+                                                      "dimension": 16, "modalities": entries}))
+    return folder
+
+
+def test_ranks_curve_and_neighbours_by_hand():
+    queries = np.eye(3)
+    candidates = np.array([[0.5, 0, 0], [1.0, 0.1, 0], [0, 0, 1.0]])
+    ranks = true_match_ranks(queries, candidates)
+    assert ranks.tolist() == [2, 1, 1]  # query 0 scores its own candidate 0.5, candidate 1 scores 1.0
+    np.testing.assert_allclose(curve_from_ranks(ranks, 3), [2 / 3, 1, 1])
+    features = np.array([[1.0, 0], [0.99, 0.1], [0, 1.0]])
+    z = np.array([0.0, 0.1, 1.0])
+    # neighbours with k=1: 0 -> 1, 1 -> 0, 2 -> 1 ; |dz|/(1+z): 0.1, 0.1/1.1, 0.9/2
+    assert neighbour_dz(features, z, k=1) == pytest.approx(np.median([0.1, 0.1 / 1.1, 0.45]))
+
+
+def test_identical_modalities_retrieve_perfectly_and_random_ones_do_not(tmp_path):
+    vectors = clustered_unit_vectors(200, 16, clusters=20, seed=2)
+    noise = clustered_unit_vectors(200, 16, clusters=20, seed=3)
+    z = np.linspace(0, 2, 200)
+    emb = _store(tmp_path / "emb", {"spectrum": vectors, "photometry": vectors, "image": noise}, z)
+    metrics, curves = compute_metrics(RetrievalReportConfig(embeddings=str(emb), out=str(tmp_path / "r")))
+    perfect = metrics["pairs"]["spectrum-photometry"]
+    assert perfect["top1"] == 1.0 and perfect["top10"] == 1.0 and perfect["area"] == 1.0
+    chance = metrics["pairs"]["spectrum-image"]
+    assert chance["top1"] < 0.1 and abs(chance["area"] - chance["random"]["area"]) < 0.1
+    assert len(curves["spectrum-image"]) == 200
+    assert metrics["neighbours"]["spectrum"]["random"] > 0 and metrics["raw_baseline"] is None
+
+
+def test_report_folder_through_the_cli(world, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["retrieval", "--embeddings", str(world.embeddings), "--out", str(out), "--split", "all"]) == 0
+    assert "spectrum-image" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["label_consistency.png", "metrics.json", "retrieval_curves.png"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["pairs"]) == {"spectrum-photometry", "spectrum-image", "photometry-image"}
+    assert metrics["neighbours"]["spectrum"]["raw_knn"] is not None  # the dataset is found via the manifest
+    assert main(["retrieval", "--embeddings", str(world.embeddings), "--out", str(out)]) == 1
+    assert "exists" in capsys.readouterr().err
