@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from astrofm.embedstore.store import EmbeddingStore, table_vectors
+from astrofm.neighbour_plot import plot_query_neighbours
 
 NEIGHBOURS = 10
 
@@ -112,7 +113,8 @@ def _pool(tables: dict, a: str, b: str, max_objects: int) -> tuple[list[str], np
     return [tables[a]["ids"][i] for i in rows_a], tables[a]["vectors"][rows_a], tables[b]["vectors"][rows_b]
 
 
-def compute_metrics(config: RetrievalReportConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def read_tables(config: RetrievalReportConfig) -> tuple[EmbeddingStore, dict[str, dict]]:
+    """modality -> {"ids", "vectors" (unit), "z"} for the report's split, modalities with 2+ objects."""
     store = EmbeddingStore.open(config.embeddings)
     splits = [config.split] if config.split else None
     tables = {}
@@ -126,7 +128,18 @@ def compute_metrics(config: RetrievalReportConfig) -> tuple[dict[str, Any], dict
     if not tables:
         raise ValueError(f"{config.embeddings}: fewer than 2 objects in every modality"
                          f"{f' of split {config.split!r}' if config.split else ''}; nothing to report")
-    data = config.data or store.manifest.get("dataset", {}).get("path")
+    return store, tables
+
+
+def dataset_path(config: RetrievalReportConfig, store: EmbeddingStore) -> str | None:
+    return config.data or store.manifest.get("dataset", {}).get("path")
+
+
+def compute_metrics(config: RetrievalReportConfig, store: EmbeddingStore | None = None,
+                    tables: dict[str, dict] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if store is None or tables is None:
+        store, tables = read_tables(config)
+    data = dataset_path(config, store)
     use_raw = config.raw_baseline and data is not None and Path(data).is_dir()
     rng = np.random.default_rng(config.seed)
     metrics: dict[str, Any] = {"embeddings": str(store.path), "split": config.split, "label": config.label,
@@ -219,12 +232,15 @@ def write_report(config: RetrievalReportConfig) -> Path:
         raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
     if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
         raise FileExistsError(f"{out}: a non-empty folder that is not a retrieval report; not replacing it")
-    metrics, curves = compute_metrics(config)
+    store, tables = read_tables(config)
+    metrics, curves = compute_metrics(config, store, tables)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _plots(staging, metrics, curves)
+        # A query with its neighbours, when the raw objects can be read (the store's dataset or --data).
+        plot_query_neighbours(tables, dataset_path(config, store), staging / "neighbours.png")
         os.chmod(staging, 0o755)
         if out.exists():
             shutil.rmtree(out)

@@ -69,7 +69,8 @@ def test_report_folder_through_the_cli(world, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["retrieval", "--embeddings", str(world.embeddings), "--out", str(out), "--split", "all"]) == 0
     assert "spectrum-image" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["label_consistency.png", "metrics.json", "retrieval_curves.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "label_consistency.png", "metrics.json", "neighbours.png", "retrieval_curves.png"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["pairs"]) == {"spectrum-photometry", "spectrum-image", "photometry-image"}
     assert metrics["neighbours"]["spectrum"]["raw_knn"] is not None  # the dataset is found via the manifest
