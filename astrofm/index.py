@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import astrofm
+from astrofm.atomic import replace_folder
 from astrofm.data.manifest import sha256_file, write_json_atomic
 from astrofm.embedstore.store import EmbeddingStore, UnknownIdError, table_vectors
 
@@ -175,13 +176,7 @@ def _write_folder(out: Path, index: Any, ids_table: pa.Table, info: dict[str, An
         info["bytes"] = (staging / INDEX_NAME).stat().st_size
         write_json_atomic(staging / INFO_NAME, info)
         os.chmod(staging, 0o755)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -18,15 +18,13 @@ Output: REPORT_DIR/metrics.json, REPORT_DIR/retrieval_curves.png, REPORT_DIR/lab
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from astrofm.atomic import staged_folder
 from astrofm.embedstore.store import EmbeddingStore, table_vectors
 from astrofm.neighbour_plot import plot_query_neighbours
 
@@ -235,17 +233,9 @@ def write_report(config: RetrievalReportConfig) -> Path:
     store, tables = read_tables(config)
     metrics, curves = compute_metrics(config, store, tables)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _plots(staging, metrics, curves)
         # A query with its neighbours, when the raw objects can be read (the store's dataset or --data).
         plot_query_neighbours(tables, dataset_path(config, store), staging / "neighbours.png")
-        os.chmod(staging, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from astrofm.atomic import replace_folder
 from astrofm.data.format import (
     DEFAULT_SPLIT_FRACTIONS,
     SPLITS,
@@ -168,13 +169,7 @@ class DatasetWriter:
         return self.manifest
 
     def _move_into_place(self) -> None:
-        if self.out_dir.exists():
-            trash = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.out_dir, trash)
-            os.replace(self.staging, self.out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.staging, self.out_dir)
+        replace_folder(self.staging, self.out_dir)
 
     def abort(self) -> None:
         """Close open shards and remove the staging folder: nothing of this write survives."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import astrofm
+from astrofm.atomic import replace_folder
 from astrofm.data.format import DatasetSpec
 from astrofm.data.manifest import MANIFEST_NAME as DATASET_MANIFEST
 from astrofm.data.manifest import load_manifest, sha256_file, write_json_atomic
@@ -86,16 +87,6 @@ def _check_spec(model, dataset_spec: DatasetSpec, modalities: list[str], data: s
                              f"made with the model's spec")
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)
-
-
 def _fingerprints(config: EmbedConfig, model, dataset_manifest) -> dict[str, Any]:
     model_dir, data_dir = Path(config.model).resolve(), Path(config.data).resolve()
     from astrofm.models.io import CONFIG_NAME, WEIGHTS_NAME
@@ -154,7 +145,7 @@ def embed(config: EmbedConfig) -> EmbedResult:
                 "sha256": sha256_file(staging / parquet_name(modality))}
         write_json_atomic(staging / MANIFEST_NAME, manifest)
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the store is meant to be shared
-        _move_into_place(staging, out)
+        replace_folder(staging, out)
         return manifest
 
     stream = EmbedStream(config.data, splits, modalities, config.batch_size)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 import astrofm
+from astrofm.atomic import replace_folder
 from astrofm.models.multimodal import MultiModalModel
 
 CONFIG_NAME = "config.json"
@@ -78,13 +79,7 @@ def save_model(model: MultiModalModel, out_dir: str | os.PathLike, model_card: s
         if model_card is not None:
             (tmp / CARD_NAME).write_text(model_card)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a model folder is meant to be shared
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
