@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "pretrain":
+        # LightningCLI parses everything after `pretrain` itself, leading options such as --help included.
+        args = argparse.Namespace(command="pretrain", args=argv[1:], handler=pretrain_cmd.run)
+    else:
+        args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -126,3 +126,12 @@ def test_a_run_killed_with_sigkill_resumes_from_last_ckpt_and_finishes(latent_da
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 40
     assert (run / "model" / "model.safetensors").is_file()
+
+
+def test_pretrain_help_lists_the_subcommands(capsys):
+    from astrofm.cli.main import main
+
+    assert main(["pretrain", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "astrofm pretrain fit --config" in out and "astrofm pretrain export --ckpt" in out
+    assert main(["pretrain"]) == 2
