@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(handler(args) or 0)
     except USER_ERRORS as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"astrofm {args.command}: error: {message}", file=sys.stderr)
+        subcommands = [v for k, v in sorted(vars(args).items()) if k.endswith("_command") and isinstance(v, str)]
+        print(f"astrofm {' '.join([args.command, *subcommands])}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("astrofm: interrupted", file=sys.stderr)
