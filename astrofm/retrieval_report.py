@@ -200,7 +200,8 @@ def _plots(folder: Path, metrics: dict[str, Any], curves: dict[str, np.ndarray])
         ax.plot(ranks, curve, label=f"{pair} (area {metrics['pairs'][pair]['area']:.3f})")
     if curves:
         longest = max(len(c) for c in curves.values())
-        ax.plot([1, longest], [1 / longest, 1.0], "k:", label="random")
+        chance = np.arange(1, longest + 1)  # random ranking: rank r within a pool of N has chance r / N
+        ax.plot(chance, chance / longest, "k:", label="random")
     ax.set(xscale="log", xlabel="rank", ylabel="fraction with the true match within rank",
            title="cross-modal retrieval", ylim=(0, 1.02))
     ax.legend(fontsize=8)
