@@ -18,6 +18,7 @@ from astrofm.cli import (
     index_cmd,
     pretrain_cmd,
     quickstart_cmd,
+    regress_cmd,
     retrieval_cmd,
     search_cmd,
 )
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     index_cmd.add_parser(subparsers)
     search_cmd.add_parser(subparsers)
     retrieval_cmd.add_parser(subparsers)
+    regress_cmd.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,73 @@
+"""Point and interval metrics of a regression, on arrays of true values `y` and predictions `p`.
+
+    r2                1 - sum (p - y)^2 / sum (y - mean y)^2
+    rmse              sqrt(mean (p - y)^2)
+    bias              mean of the residual r
+    nmad              1.4826 * median |r - median r|   (a robust standard deviation of r)
+    outlier_fraction  redshift-like targets: fraction with |r| > 0.15;
+                      other targets: fraction with |r - median r| > 3 nmad
+    coverage          fraction of y inside [lo, hi] (coverage_68 / coverage_95 for the two intervals)
+
+The residual r is (p - y) / (1 + y) for a redshift-like target (the usual photo-z convention, dz/(1+z))
+and p - y otherwise. So for redshift, bias, nmad and outlier_fraction are in units of dz/(1+z), while
+r2 and rmse are always in the target's own units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NMAD_SCALE = 1.4826  # makes the MAD of a Gaussian equal its standard deviation
+REDSHIFT_OUTLIER = 0.15  # |dz|/(1+z) beyond which a redshift estimate is an outlier
+OUTLIER_NMADS = 3.0  # for other targets: |r - median r| beyond this many NMADs
+
+
+def is_redshift_like(target: str) -> bool:
+    """Targets named like a redshift get the dz/(1+z) residual."""
+    name = target.lower()
+    return name in {"z", "zspec", "z_spec", "zphot", "z_phot"} or "redshift" in name
+
+
+def residuals(y: np.ndarray, p: np.ndarray, redshift_like: bool = False) -> np.ndarray:
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    return (p - y) / (1.0 + y) if redshift_like else p - y
+
+
+def r2(y: np.ndarray, p: np.ndarray) -> float:
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    total = np.sum((y - y.mean()) ** 2)
+    if total == 0:
+        return float("nan")
+    return float(1.0 - np.sum((p - y) ** 2) / total)
+
+
+def rmse(y: np.ndarray, p: np.ndarray) -> float:
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    return float(np.sqrt(np.mean((p - y) ** 2)))
+
+
+def bias(y: np.ndarray, p: np.ndarray, redshift_like: bool = False) -> float:
+    return float(np.mean(residuals(y, p, redshift_like)))
+
+
+def nmad(y: np.ndarray, p: np.ndarray, redshift_like: bool = False) -> float:
+    r = residuals(y, p, redshift_like)
+    return float(NMAD_SCALE * np.median(np.abs(r - np.median(r))))
+
+
+def outlier_fraction(y: np.ndarray, p: np.ndarray, redshift_like: bool = False) -> float:
+    r = residuals(y, p, redshift_like)
+    if redshift_like:
+        return float(np.mean(np.abs(r) > REDSHIFT_OUTLIER))
+    spread = NMAD_SCALE * np.median(np.abs(r - np.median(r)))
+    return float(np.mean(np.abs(r - np.median(r)) > OUTLIER_NMADS * spread))
+
+
+def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.mean((y >= lo) & (y <= hi)))
+
+
+def point_metrics(y: np.ndarray, p: np.ndarray, redshift_like: bool = False) -> dict[str, float]:
+    return {"r2": r2(y, p), "rmse": rmse(y, p), "bias": bias(y, p, redshift_like),
+            "nmad": nmad(y, p, redshift_like), "outlier_fraction": outlier_fraction(y, p, redshift_like)}

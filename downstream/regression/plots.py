@@ -1,0 +1,94 @@
+"""The regression report's figures and its report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pred_vs_true(folder: Path, modality: str, arrays: dict[str, dict], target: str, fraction: float) -> str:
+    plt = _pyplot()
+    methods = list(arrays)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 4), squeeze=False)
+    for ax, method in zip(axes[0], methods, strict=True):
+        y, p = arrays[method]["y"], arrays[method]["p"]
+        lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        ax.scatter(y, p, s=3, alpha=0.4)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.set(xlabel=f"true {target}", ylabel=f"predicted {target}", title=f"{modality} {method}")
+    fig.suptitle(f"test split, label fraction {fraction:g}, seed 0")
+    fig.tight_layout()
+    name = f"pred_vs_true_{modality}.png"
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def calibration(folder: Path, shown: dict[str, dict[str, dict]], levels: list[float]) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for modality, methods in shown.items():
+        for method, arrays in methods.items():
+            ax.plot(levels, arrays["curve"], marker=".", label=f"{modality} {method}")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+    ax.set(xlabel="nominal coverage (conformal, calibrated on val)", ylabel="empirical coverage on test",
+           xlim=(0, 1), ylim=(0, 1), title="interval calibration")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "calibration.png", dpi=110)
+    plt.close(fig)
+    return "calibration.png"
+
+
+def metric_vs_fraction(folder: Path, summary: list[dict[str, Any]]) -> str:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    curves: dict[tuple, list] = {}
+    for entry in summary:
+        curves.setdefault((entry["modality"], entry["method"]), []).append(entry)
+    for ax, key in zip(axes, ("r2", "nmad", "coverage_68"), strict=True):
+        for (modality, method), entries in curves.items():
+            entries = sorted(entries, key=lambda e: e["label_fraction"])
+            ax.errorbar([e["label_fraction"] for e in entries], [e["mean"][key] for e in entries],
+                        yerr=[e["std"][key] for e in entries], marker="o", capsize=3, label=f"{modality} {method}")
+        if key == "coverage_68":
+            ax.axhline(0.68, color="k", ls="--", lw=1)
+        ax.set(xscale="log", xlabel="label fraction of the train split", ylabel=key, title=f"{key} (mean ± std)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "metric_vs_fraction.png", dpi=110)
+    plt.close(fig)
+    return "metric_vs_fraction.png"
+
+
+def _fmt(entry: dict[str, Any], key: str) -> str:
+    mean, std = entry["mean"][key], entry["std"][key]
+    return f"{mean:.4f} ± {std:.4f}" if np.isfinite(mean) else str(mean)
+
+
+def markdown(metrics: dict[str, Any], images: list[str]) -> str:
+    config = metrics["config"]
+    lines = [f"# Regression of `{config['target']}` on frozen embeddings", "",
+             f"Embeddings: `{config['embeddings']}`; fitted on train (label fractions "
+             f"{config['label_fractions']}, {config['seeds']} seeds), hyper-parameters and conformal "
+             f"calibration on val, every number on test. Residuals "
+             f"{'dz/(1+z)' if config['redshift_like'] else 'predicted - true'} for bias, NMAD, outliers.", ""]
+    lines += [f"![{name}]({name})" for name in images]
+    keys = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95")
+    lines += ["", "| modality | method | fraction | n_train | " + " | ".join(keys) + " |",
+              "|---" * (4 + len(keys)) + "|"]
+    for entry in metrics["summary"]:
+        lines.append(f"| {entry['modality']} | {entry['method']} | {entry['label_fraction']:g} | {entry['n_train']} | "
+                     + " | ".join(_fmt(entry, key) for key in keys) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,195 @@
+"""`astrofm regress`: probes on frozen embeddings, reported with point metrics and conformal coverage.
+
+Protocol, per modality (or `concat`: the modalities' embeddings joined, for objects having them all):
+    rows whose target is NaN or null are dropped;
+    for each seed s and label fraction f, the probe is fitted on a seeded subset of the train split
+    (the first round(f * n_train) rows of one permutation per seed, so smaller subsets are nested in
+    larger ones); hyper-parameters and early stopping use the whole val split, the conformal intervals
+    are calibrated on the whole val split; every metric is measured on the test split, which is never
+    used to fit, select or calibrate.
+
+Output: REPORT_DIR/metrics.json {"config", "records": one per (modality, method, label_fraction, seed),
+"summary": mean and std over seeds}, pred_vs_true_{modality}.png, calibration.png,
+metric_vs_fraction.png and report.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astrofm.atomic import staged_folder
+from astrofm.embedstore.store import EmbeddingStore, table_vectors
+from downstream.regression import conformal, probes
+from downstream.regression.metrics import coverage, is_redshift_like, point_metrics
+
+CONCAT = "concat"
+SPLITS = ("train", "val", "test")
+CURVE_LEVELS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+SUMMARY_KEYS = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95",
+                "width_68", "width_95")
+
+
+@dataclass
+class RegressionConfig:
+    embeddings: str  # embedding folder (astrofm embed)
+    out: str  # report folder to write
+    target: str = "redshift"  # label column to predict
+    modalities: list[str] = field(default_factory=lambda: ["spectrum"])  # modality names or "concat"
+    methods: list[str] = field(default_factory=lambda: list(probes.METHODS))  # knn, linear, mlp
+    label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])  # of the train split
+    seeds: int = 3  # seeds 0 .. seeds-1 (label subsets and MLP initialisation)
+    k: int = 64  # neighbours of the kNN probe
+    redshift_like: bool | None = None  # dz/(1+z) residuals; None: decided from the target's name
+    overwrite: bool = False
+
+
+@dataclass
+class Split:
+    ids: list[str]
+    x: np.ndarray  # (N, D) float32
+    y: np.ndarray  # (N,) float64
+
+
+def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted row indices of a seeded label subset; for one seed, a smaller fraction's subset is inside a
+    larger one's (both are prefixes of the same permutation)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction {fraction} is not in (0, 1]")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[: max(1, int(round(fraction * n)))])
+
+
+def _target(table, target: str, where: str) -> np.ndarray:
+    if target not in table.column_names:
+        labels = [c for c in table.column_names if c not in ("id", "split", "embedding")]
+        raise ValueError(f"{where}: no label {target!r} (labels: {', '.join(labels) or 'none'})")
+    values = table.column(target).to_pylist()
+    try:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: label {target!r} is not numeric ({error})") from None
+
+
+def load_splits(store: EmbeddingStore, modality: str, target: str) -> dict[str, Split]:
+    """split -> rows with a finite target; `concat` joins all the store's modalities on object id."""
+    names = store.modalities if modality == CONCAT else [modality]
+    if modality == CONCAT and not names:
+        raise ValueError(f"{store.path}: no modalities to concatenate")
+    tables = [store.read(name, splits=list(SPLITS)) for name in names]
+    ids = tables[0].column("id").to_pylist()
+    common = set(ids).intersection(*(t.column("id").to_pylist() for t in tables[1:]))
+    rows = [i for i, oid in enumerate(ids) if oid in common]
+    parts = []
+    for table in tables:
+        position = {oid: i for i, oid in enumerate(table.column("id").to_pylist())}
+        parts.append(table_vectors(table)[[position[ids[i]] for i in rows]])
+    x = np.concatenate(parts, axis=1) if parts else np.zeros((0, 0), np.float32)
+    y = _target(tables[0], target, f"{store.path} ({names[0]})")[rows]
+    split = np.array(tables[0].column("split").to_pylist(), dtype=object)[rows]
+    out = {}
+    for name in SPLITS:
+        keep = np.flatnonzero((split == name) & np.isfinite(y))
+        if keep.size < 2:
+            raise ValueError(f"{store.path}: the {name} split has {keep.size} {modality} objects with a finite "
+                             f"{target!r}; need at least 2")
+        out[name] = Split([ids[rows[i]] for i in keep], x[keep], y[keep])
+    return out
+
+
+def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float, seed: int,
+             config: RegressionConfig, redshift_like: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Fit one probe on a label subset of train, calibrate on val, measure on test."""
+    subset = label_subset(len(train.y), fraction, seed)
+    probe = probes.PROBES[method](train.x[subset], train.y[subset], val.x, val.y, k=config.k, seed=seed)
+    p_val, p_test = probe.predict(val.x), probe.predict(test.x)
+    half = conformal.calibrate(val.y, p_val, levels=conformal.LEVELS + CURVE_LEVELS)
+    record: dict[str, Any] = {"method": method, "label_fraction": fraction, "seed": seed,
+                              "n_train": int(subset.size), "n_val": len(val.y), "n_test": len(test.y),
+                              "chosen": probe.chosen, **point_metrics(test.y, p_test, redshift_like)}
+    for level in conformal.LEVELS:
+        tag = int(round(level * 100))
+        record[f"coverage_{tag}"] = coverage(test.y, *conformal.intervals(p_test, half[level]))
+        record[f"width_{tag}"] = 2 * half[level]
+    curve = [coverage(test.y, *conformal.intervals(p_test, half[level])) for level in CURVE_LEVELS]
+    return record, {"y": test.y, "p": p_test, "curve": np.array(curve)}
+
+
+def _summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["modality"], r["method"], r["label_fraction"]), []).append(r)
+    out = []
+    for (modality, method, fraction), group in groups.items():
+        entry = {"modality": modality, "method": method, "label_fraction": fraction, "n_seeds": len(group),
+                 "n_train": group[0]["n_train"], "mean": {}, "std": {}}
+        for key in SUMMARY_KEYS:
+            values = np.array([g[key] for g in group], dtype=np.float64)
+            entry["mean"][key] = float(np.mean(values))
+            entry["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def _check(config: RegressionConfig) -> None:
+    unknown = [m for m in config.methods if m not in probes.PROBES]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(probes.PROBES)}")
+    for fraction in config.label_fractions:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"label fraction {fraction} is not in (0, 1]")
+    if config.seeds < 1:
+        raise ValueError(f"--seeds {config.seeds}: need at least 1")
+
+
+def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[str, dict]]]:
+    """metrics.json content, and for plots modality -> method -> test predictions and coverage curve of
+    the largest label fraction, seed 0."""
+    _check(config)
+    store = EmbeddingStore.open(config.embeddings)
+    redshift_like = is_redshift_like(config.target) if config.redshift_like is None else config.redshift_like
+    data = {modality: load_splits(store, modality, config.target) for modality in config.modalities}
+    records, shown = [], {}
+    fractions = sorted(set(config.label_fractions))
+    for modality, splits in data.items():
+        for method in config.methods:
+            for fraction in fractions:
+                for seed in range(config.seeds):
+                    record, arrays = evaluate(splits["train"], splits["val"], splits["test"], method, fraction,
+                                              seed, config, redshift_like)
+                    records.append({"modality": modality, **record})
+                    if fraction == fractions[-1] and seed == 0:
+                        shown.setdefault(modality, {})[method] = arrays
+    settings = {**asdict(config), "redshift_like": redshift_like, "label_fractions": fractions,
+                "curve_levels": list(CURVE_LEVELS), "model_sha256": store.model_sha256}
+    return {"config": settings, "records": records, "summary": _summary(records)}, shown
+
+
+def write_report(config: RegressionConfig) -> Path:
+    """Compute everything, then write REPORT_DIR atomically (a temporary sibling renamed into place)."""
+    from downstream.regression import plots
+
+    out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
+    if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
+        raise FileExistsError(f"{out}: a non-empty folder that is not a report; not replacing it")
+    metrics, shown = compute(config)
+    with staged_folder(out) as staging:
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        fraction = metrics["config"]["label_fractions"][-1]
+        images = [plots.pred_vs_true(staging, m, arrays, config.target, fraction) for m, arrays in shown.items()]
+        images.append(plots.calibration(staging, shown, metrics["config"]["curve_levels"]))
+        images.append(plots.metric_vs_fraction(staging, metrics["summary"]))
+        (staging / "report.md").write_text(plots.markdown(metrics, images))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

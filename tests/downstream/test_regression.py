@@ -1,0 +1,256 @@
+"""`astrofm regress`: metrics by hand, nested label subsets, probes on synthetic targets, conformal coverage,
+the train/val/test protocol, and the report folder through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from astrofm.cli.main import main
+from astrofm.embedstore.store import EMBEDDINGS_FORMAT, vectors_array
+from downstream.regression import conformal, metrics, probes, report
+from downstream.regression.report import RegressionConfig, compute, label_subset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import faiss
+    import torch
+
+    before = faiss.omp_get_max_threads(), torch.get_num_threads()
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before[0])
+    torch.set_num_threads(before[1])
+
+
+def smooth_world(n: int, dim: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    y = 2.0 * x[:, 0] + x[:, 1] + 0.3 * x[:, 2] ** 2
+    return x, y
+
+
+def write_store(folder, modalities: dict[str, np.ndarray], y: np.ndarray, splits: list[str],
+                ids: dict[str, list[str]] | None = None):
+    folder.mkdir()
+    entries = {}
+    for modality, vectors in modalities.items():
+        oid = (ids or {}).get(modality) or [f"o{i:05d}" for i in range(len(vectors))]
+        pq.write_table(pa.table({"id": oid, "split": splits[: len(oid)], "embedding": vectors_array(vectors),
+                                 "redshift": y[: len(oid)], "mass": y[: len(oid)] * 2}),
+                       folder / f"{modality}.parquet")
+        entries[modality] = {"file": f"{modality}.parquet", "count": len(oid)}
+    dimension = next(iter(modalities.values())).shape[1]
+    (folder / "manifest.json").write_text(json.dumps({"format": EMBEDDINGS_FORMAT, "format_version": 1,
+                                                      "dimension": dimension, "modalities": entries}))
+    return folder
+
+
+def split_labels(n: int, seed: int = 0) -> list[str]:
+    return np.random.default_rng(seed).choice(["train", "val", "test"], size=n, p=[0.6, 0.2, 0.2]).tolist()
+
+
+# ----------------------------------------------------------------------------------- metrics by hand
+
+
+def test_point_metrics_by_hand():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    p = np.array([1.5, 2.0, 2.0, 4.5])  # residuals 0.5, 0, -1, 0.5
+    assert metrics.r2(y, p) == pytest.approx(1 - 1.5 / 5.0)
+    assert metrics.rmse(y, p) == pytest.approx(np.sqrt(1.5 / 4))
+    assert metrics.bias(y, p) == pytest.approx(0.0)
+    # median residual 0.25; |r - 0.25| = 0.25, 0.25, 1.25, 0.25 -> median 0.25
+    assert metrics.nmad(y, p) == pytest.approx(1.4826 * 0.25)
+    # 3 NMAD = 1.112: only the -1 residual (1.25 from the median) is an outlier
+    assert metrics.outlier_fraction(y, p) == pytest.approx(0.25)
+
+
+def test_redshift_residuals_by_hand():
+    z = np.array([0.0, 1.0, 0.5, 2.0])
+    zp = np.array([0.1, 1.2, 0.5, 1.4])  # dz/(1+z) = 0.1, 0.1, 0, -0.2
+    assert metrics.is_redshift_like("redshift") and metrics.is_redshift_like("z")
+    assert not metrics.is_redshift_like("mass")
+    assert metrics.bias(z, zp, redshift_like=True) == pytest.approx(0.0)
+    # median dz/(1+z) 0.05; |r - 0.05| = 0.05, 0.05, 0.05, 0.25 -> median 0.05
+    assert metrics.nmad(z, zp, redshift_like=True) == pytest.approx(1.4826 * 0.05)
+    assert metrics.outlier_fraction(z, zp, redshift_like=True) == pytest.approx(0.25)  # only |-0.2| > 0.15
+    assert metrics.coverage(z, zp - 0.15, zp + 0.15) == pytest.approx(0.5)  # |z - zp| = 0.1, 0.2, 0, 0.6
+
+
+def test_conformal_quantile_by_hand():
+    scores = np.arange(1.0, 11.0)  # n = 10
+    assert conformal.conformal_quantile(scores, 0.68) == 8.0  # ceil(11 * 0.68) = 8
+    assert conformal.conformal_quantile(scores, 0.5) == 6.0  # ceil(5.5) = 6
+    assert conformal.conformal_quantile(scores, 0.95) == float("inf")  # ceil(10.45) = 11 > n
+
+
+def test_conformal_coverage_is_close_to_nominal():
+    rng = np.random.default_rng(1)
+    p_cal, p_test = rng.normal(size=5000), rng.normal(size=5000)
+    y_cal = p_cal + rng.standard_t(4, size=5000)
+    y_test = p_test + rng.standard_t(4, size=5000)
+    half = conformal.calibrate(y_cal, p_cal)
+    assert 0.64 <= metrics.coverage(y_test, *conformal.intervals(p_test, half[0.68])) <= 0.72
+    assert 0.93 <= metrics.coverage(y_test, *conformal.intervals(p_test, half[0.95])) <= 0.97
+
+
+# ---------------------------------------------------------------------------------- label subsets
+
+
+def test_label_subsets_are_nested_seeded_and_sized():
+    for seed in range(3):
+        small, mid, full = (set(label_subset(1000, f, seed)) for f in (0.01, 0.1, 1.0))
+        assert len(small) == 10 and len(mid) == 100 and full == set(range(1000))
+        assert small <= mid <= full
+    assert np.array_equal(label_subset(1000, 0.1, 4), label_subset(1000, 0.1, 4))
+    assert not np.array_equal(label_subset(1000, 0.1, 4), label_subset(1000, 0.1, 5))
+    assert len(label_subset(50, 0.001, 0)) == 1
+    with pytest.raises(ValueError):
+        label_subset(10, 1.5, 0)
+
+
+# ----------------------------------------------------------------------------------------- probes
+
+
+@pytest.mark.parametrize("method", ["knn", "linear", "mlp"])
+def test_probes_learn_a_smooth_target_and_not_noise(method):
+    x, y = smooth_world(4000)
+    train, val, test = slice(0, 3000), slice(3000, 3500), slice(3500, 4000)
+    options = {"max_epochs": 60, "patience": 8} if method == "mlp" else {}
+    probe = probes.PROBES[method](x[train], y[train], x[val], y[val], **options)
+    r2 = metrics.r2(y[test], probe.predict(x[test]))
+    assert r2 > (0.85 if method == "knn" else 0.9), r2
+    noise = np.random.default_rng(7).normal(size=4000)
+    probe = probes.PROBES[method](x[train], noise[train], x[val], noise[val], **options)
+    assert metrics.r2(noise[test], probe.predict(x[test])) < 0.05
+
+
+@pytest.mark.parametrize("method", ["knn", "linear", "mlp"])
+def test_a_one_label_subset_gives_finite_bounded_predictions(method):
+    x, y = smooth_world(60)
+    probe = probes.PROBES[method](x[:1], y[:1], x[10:30], y[10:30], max_epochs=5)
+    predicted = probe.predict(x[30:])
+    assert np.isfinite(predicted).all() and np.abs(predicted).max() < 10 * np.abs(y).max()
+
+
+def test_knn_is_distance_weighted_and_exact_matches_win():
+    x_train = np.array([[0.0], [1.0], [3.0]], dtype=np.float32)
+    y_train = np.array([0.0, 10.0, 30.0])
+    # query at 0.25: distances 0.25, 0.75 with k=2 -> weights 4, 4/3 -> (0 * 4 + 10 * 4/3) / (16/3) = 2.5
+    assert probes.knn_predict(x_train, y_train, np.array([[0.25]], np.float32), k=2)[0] == pytest.approx(2.5)
+    assert probes.knn_predict(x_train, y_train, np.array([[1.0]], np.float32), k=3)[0] == pytest.approx(10.0)
+
+
+# ---------------------------------------------------------------------------------------- protocol
+
+
+def test_no_test_object_is_used_to_fit_select_or_calibrate(tmp_path, monkeypatch):
+    x, y = smooth_world(600, seed=3)
+    splits = split_labels(600)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, splits)
+    test_rows = {x[i].tobytes() for i, s in enumerate(splits) if s == "test"}
+    val_y = {float(y[i]) for i, s in enumerate(splits) if s == "val"}
+    seen = {"fit": 0, "calibrate": 0}
+
+    def spy(fit):
+        def wrapped(x_train, y_train, x_val, y_val, **kwargs):
+            assert not test_rows & {row.tobytes() for row in np.concatenate([x_train, x_val])}
+            seen["fit"] += 1
+            return fit(x_train, y_train, x_val, y_val, **{**kwargs, "max_epochs": 5})
+        return wrapped
+
+    real_calibrate = conformal.calibrate
+
+    def calibrate(y_cal, p_cal, levels=conformal.LEVELS):
+        assert {float(v) for v in y_cal} == val_y  # calibrated on val, all of it, only it
+        seen["calibrate"] += 1
+        return real_calibrate(y_cal, p_cal, levels)
+
+    monkeypatch.setattr(probes, "PROBES", {m: spy(f) for m, f in probes.PROBES.items()})
+    monkeypatch.setattr(conformal, "calibrate", calibrate)
+    result, _ = compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), label_fractions=[0.1, 1.0],
+                                         seeds=2))
+    assert seen == {"fit": 12, "calibrate": 12}  # 3 methods x 2 fractions x 2 seeds
+    n_train = splits.count("train")
+    assert {r["n_train"] for r in result["records"]} == {round(0.1 * n_train), n_train}
+    assert {r["n_test"] for r in result["records"]} == {splits.count("test")}
+
+
+def test_concat_joins_objects_having_every_modality(tmp_path):
+    x, y = smooth_world(300, seed=4)
+    image = np.random.default_rng(5).normal(size=(300, 4)).astype(np.float32)
+    ids = [f"o{i:05d}" for i in range(300)]
+    emb = write_store(tmp_path / "emb", {"spectrum": x, "image": image[:250]}, y, split_labels(300),
+                      ids={"spectrum": ids, "image": ids[:250]})
+    splits = report.load_splits(report.EmbeddingStore.open(emb), "concat", "redshift")
+    assert sum(len(s.y) for s in splits.values()) == 250
+    assert splits["train"].x.shape[1] == 10
+    first = splits["train"].ids[0]
+    np.testing.assert_array_equal(splits["train"].x[0], np.concatenate([x[int(first[1:])], image[int(first[1:])]]))
+
+
+def test_nan_targets_are_dropped(tmp_path):
+    x, y = smooth_world(300, seed=6)
+    y = y.copy()
+    y[::3] = np.nan
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, split_labels(300))
+    splits = report.load_splits(report.EmbeddingStore.open(emb), "spectrum", "redshift")
+    assert sum(len(s.y) for s in splits.values()) == 200
+    assert all(np.isfinite(s.y).all() for s in splits.values())
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_report_folder_through_the_cli(tmp_path, capsys):
+    x, y = smooth_world(500, seed=8)
+    image = np.random.default_rng(9).normal(size=(500, 6)).astype(np.float32)
+    emb = write_store(tmp_path / "emb", {"spectrum": x, "image": image}, np.abs(y), split_labels(500))
+    out = tmp_path / "report"
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "concat", "--target", "redshift",
+                 "--label-fraction", "0.5", "1", "--seeds", "2", "--k", "16", "--out", str(out)]) == 0
+    assert "report written" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "calibration.png", "metric_vs_fraction.png", "metrics.json", "pred_vs_true_concat.png",
+        "pred_vs_true_spectrum.png", "report.md"]
+    result = json.loads((out / "metrics.json").read_text())
+    assert len(result["records"]) == 2 * 3 * 2 * 2  # modalities x methods x fractions x seeds
+    for record in result["records"]:
+        assert {"modality", "method", "label_fraction", "seed", "r2", "rmse", "bias", "nmad", "outlier_fraction",
+                "coverage_68", "coverage_95", "n_train", "n_test"} <= set(record)
+    assert len(result["summary"]) == 12 and result["config"]["redshift_like"] is True
+    assert all(set(s["mean"]) == set(s["std"]) for s in result["summary"])
+    best = [s for s in result["summary"] if s["modality"] == "spectrum" and s["label_fraction"] == 1.0]
+    assert max(s["mean"]["r2"] for s in best) > 0.8
+    assert "![calibration.png](calibration.png)" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--target": "mystery"}, "no label 'mystery'"),
+    ({"--modality": "radio"}, "no radio embeddings"),
+    ({"--label-fraction": "2"}, "not in (0, 1]"),
+])
+def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys, change, message):
+    x, y = smooth_world(100)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, split_labels(100))
+    args = {"--embeddings": str(emb), "--modality": "spectrum", "--target": "redshift", "--method": "knn",
+            "--out": str(tmp_path / "r"), **change}
+    assert main(["regress", *[item for pair in args.items() for item in pair]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("astrofm regress: error:")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_split_without_objects_is_an_error(tmp_path, capsys):
+    x, y = smooth_world(100)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, ["train", "test"] * 50)
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "redshift",
+                 "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "the val split has 0" in err and "\n" not in err
