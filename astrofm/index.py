@@ -19,7 +19,6 @@ can, falling back to a normal read. The folder is written into a temporary sibli
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
 import shutil
@@ -36,7 +35,7 @@ import pyarrow.parquet as pq
 
 import astrofm
 from astrofm.atomic import replace_folder
-from astrofm.data.manifest import sha256_file, write_json_atomic
+from astrofm.data.manifest import read_folder_json, sha256_file, write_json_atomic
 from astrofm.embedstore.store import EmbeddingStore, UnknownIdError, table_vectors
 
 INDEX_FORMAT = "astrofm-index"
@@ -220,17 +219,9 @@ def build_index(config: IndexConfig, allow_empty: bool = False) -> Path:
 
 
 def read_index_info(path: str | os.PathLike) -> dict[str, Any]:
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such index folder")
-    info_path = folder / INFO_NAME
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{info_path}: missing; is {folder} an index folder (astrofm index build)?")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{info_path}: not valid JSON ({error})") from error
-    if not isinstance(info, dict) or info.get("format") != INDEX_FORMAT:
+    info_path, info = read_folder_json(path, INFO_NAME, "index",
+                                       missing="missing; is {folder} an index folder (astrofm index build)?")
+    if info.get("format") != INDEX_FORMAT:
         raise ValueError(f"{info_path}: not an astrofm index description")
     if info.get("format_version") != INDEX_FORMAT_VERSION:
         raise ValueError(f"{info_path}: format_version {info.get('format_version')!r}; this astrofm reads "

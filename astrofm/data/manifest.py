@@ -82,15 +82,8 @@ class Manifest:
 
 
 def load_manifest(dataset_dir: str | os.PathLike) -> Manifest:
-    path = Path(dataset_dir) / MANIFEST_NAME
-    if not Path(dataset_dir).is_dir():
-        raise FileNotFoundError(f"{dataset_dir}: no such dataset folder")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest; is {dataset_dir} an astrofm dataset?")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    path, data = read_folder_json(dataset_dir, MANIFEST_NAME, "dataset",
+                                  missing="no manifest; is {folder} an astrofm dataset?")
     if data.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: field 'format' is {data.get('format')!r}, expected {FORMAT_NAME!r}")
     if data.get("format_version") != FORMAT_VERSION:
@@ -100,6 +93,27 @@ def load_manifest(dataset_dir: str | os.PathLike) -> Manifest:
         return Manifest.from_dict(data)
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path}: malformed manifest ({error!r})") from error
+
+
+def read_folder_json(folder: str | os.PathLike, name: str, kind: str,
+                     missing: str = "missing; is {folder} an astrofm {kind} folder?") -> tuple[Path, dict]:
+    """`folder/name` parsed as a JSON object; errors name the folder or file and what is wrong.
+
+    Shared by the dataset manifest, model folders and index folders.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such {kind} folder")
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: " + missing.format(folder=folder, kind=kind))
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return path, data
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -23,6 +23,7 @@ import torch
 
 import astrofm
 from astrofm.atomic import replace_folder
+from astrofm.data.manifest import read_folder_json
 from astrofm.models.multimodal import MultiModalModel
 
 CONFIG_NAME = "config.json"
@@ -88,18 +89,7 @@ def save_model(model: MultiModalModel, out_dir: str | os.PathLike, model_card: s
 
 def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     """config.json of a model folder, with clear errors."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such model folder")
-    config_path = folder / CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: missing; is {folder} an astrofm model folder?")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path}: not valid JSON ({error})") from error
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path}: expected a JSON object")
+    config_path, config = read_folder_json(path, CONFIG_NAME, "model")
     version = config.get("format_version", MODEL_FORMAT_VERSION)
     if version != MODEL_FORMAT_VERSION:
         raise ValueError(f"{config_path}: format_version {version!r}; this astrofm reads {MODEL_FORMAT_VERSION}")
