@@ -17,13 +17,8 @@ from astrofm.cli.main import main
 from astrofm.data import Dataset
 from astrofm.data.manifest import sha256_file
 from astrofm.embedstore.store import merge_parts, rows_table, table_vectors
-from tests.astrofm.search_helpers import EMBED_DIM, N_OBJECTS, embed_folder, missing_modality, search_world
+from tests.astrofm.search_helpers import EMBED_DIM, N_OBJECTS, embed_folder, missing_modality
 from tests.pretrain.conftest import astrofm_command, quiet_env
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    return search_world(tmp_path_factory)
 
 
 def _expected_ids(world, modality, splits=("train", "val", "test")):

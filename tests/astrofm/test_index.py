@@ -21,11 +21,6 @@ from tests.astrofm.search_helpers import (  # noqa: F401  (faiss_one_thread: an 
 )
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    return search_world(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def clustered(tmp_path_factory):
     """3,000 vectors in 30 clusters on the unit sphere in 32 dimensions, as an embedding folder."""

@@ -18,12 +18,7 @@ from astrofm.retrieval_report import (
     neighbour_dz,
     true_match_ranks,
 )
-from tests.astrofm.search_helpers import clustered_unit_vectors, search_world
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    return search_world(tmp_path_factory)
+from tests.astrofm.search_helpers import clustered_unit_vectors
 
 
 def _store(folder, modalities: dict[str, np.ndarray], z: np.ndarray):

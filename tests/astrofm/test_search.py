@@ -23,11 +23,6 @@ from tests.astrofm.search_helpers import (  # noqa: F401  (faiss_one_thread: an 
 )
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    return search_world(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def spectrum_index(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("search-index") / "spectra"
