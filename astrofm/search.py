@@ -116,7 +116,6 @@ def file_kind(source) -> str:
 
 def embed_file(model_dir: str, path: str, modality: str | None = None) -> QueryVector:
     """Read `path` onto the model's dataset spec, embed it, return its (D,) vector."""
-    from astrofm.data.collate import collate_samples
     from astrofm.data.format import DatasetSpec, Sample
     from astrofm.data.ingest.fitsfile import read_source
     from astrofm.data.ingest.images import read_image
@@ -141,9 +140,19 @@ def embed_file(model_dir: str, path: str, modality: str | None = None) -> QueryV
         sample = Sample(id=record.object_id, labels=record.labels, spectrum=record.spectrum)
     else:
         sample = Sample(id=source.object_id, image=read_image(source, spec.image).image)
-    batch = collate_samples([sample], [kind], {kind: spec.expected_shape(kind)})
-    vector = model.embed(batch)[kind][0].float().numpy()
+    vector = embed_samples(model, kind, [sample])[0]
     return QueryVector(sample.id, kind, vector, str(file), sha256_file(Path(model_dir) / WEIGHTS_NAME))
+
+
+def embed_samples(model, modality: str, samples: list) -> np.ndarray:
+    """(B, D) float32 embeddings of `samples` in `modality`, whose arrays are already on the model's
+    dataset spec (grid, bands, stamp size); shared by file queries and the HTTP service."""
+    from astrofm.data.collate import collate_samples
+    from astrofm.data.format import DatasetSpec
+
+    spec = DatasetSpec.from_dict(model.spec)
+    batch = collate_samples(samples, [modality], {modality: spec.expected_shape(modality)})
+    return model.embed(batch)[modality].float().numpy()
 
 
 def _article(word: str) -> str:

@@ -1,1 +1,1 @@
-"""serving."""
+"""astrofm over HTTP: embeddings and similarity search (`astrofm serve`); see serving.app."""

@@ -21,6 +21,7 @@ from astrofm.cli import (
     regress_cmd,
     retrieval_cmd,
     search_cmd,
+    serve_cmd,
 )
 
 # Failures that are the user's input, not a bug: print one clear line instead of a traceback.
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed_cmd.add_parser(subparsers)
     index_cmd.add_parser(subparsers)
     search_cmd.add_parser(subparsers)
+    serve_cmd.add_parser(subparsers)
     retrieval_cmd.add_parser(subparsers)
     regress_cmd.add_parser(subparsers)
     return parser
