@@ -15,6 +15,7 @@ from astrofm import __version__
 from astrofm.cli import (
     data_cmd,
     embed_cmd,
+    finetune_cmd,
     index_cmd,
     pretrain_cmd,
     quickstart_cmd,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_parser(subparsers)
     retrieval_cmd.add_parser(subparsers)
     regress_cmd.add_parser(subparsers)
+    finetune_cmd.add_parser(subparsers)
     return parser
 
 

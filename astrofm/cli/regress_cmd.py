@@ -1,5 +1,6 @@
 """`astrofm regress --embeddings EMB_DIR --modality M|concat --target LABEL --out REPORT_DIR`: kNN, ridge
-and MLP probes on frozen embeddings with split-conformal intervals; metrics.json, PNG plots, report.md."""
+and MLP probes on frozen embeddings with split-conformal intervals, and a heteroscedastic Gaussian MLP
+(`--method gaussian`) with intervals from its own sigma; metrics.json, PNG plots, report.md."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--modality", nargs="+", required=True, metavar="M",
                         help="modality name(s), or 'concat' (all modalities joined, objects having them all)")
     parser.add_argument("--target", required=True, metavar="LABEL", help="numeric label to predict")
-    parser.add_argument("--method", nargs="+", default=["knn", "linear", "mlp"], choices=["knn", "linear", "mlp"],
-                        help="probes (default: all three)")
+    parser.add_argument("--method", nargs="+", default=["knn", "linear", "mlp"],
+                        choices=["knn", "linear", "mlp", "gaussian"],
+                        help="probes (default: knn linear mlp); gaussian: an MLP predicting mean and sigma, "
+                             "trained by Gaussian NLL, its intervals from its own sigma")
     parser.add_argument("--label-fraction", nargs="+", type=float, default=[0.01, 0.1, 1.0], metavar="F",
                         help="fractions of the train split's labels (default: 0.01 0.1 1)")
     parser.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds per fraction (default: 3)")
@@ -44,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     metrics = json.loads((out / "metrics.json").read_text())
     for entry in metrics["summary"]:
         mean = entry["mean"]
-        print(f"{entry['modality']:10s} {entry['method']:6s} f={entry['label_fraction']:<5g} "
+        print(f"{entry['modality']:10s} {entry['method']:8s} f={entry['label_fraction']:<5g} "
               f"R2 {mean['r2']:.4f}  NMAD {mean['nmad']:.4f}  outliers {mean['outlier_fraction']:.4f}  "
-              f"cov68 {mean['coverage_68']:.3f}  cov95 {mean['coverage_95']:.3f}")
+              f"cov68 {mean['coverage_68']:.3f}  cov95 {mean['coverage_95']:.3f}"
+              + (f"  NLL {mean['nll']:.4f}" if "nll" in mean else ""))
     print(f"report written to {out}")
     return 0

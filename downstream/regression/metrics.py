@@ -7,6 +7,7 @@
     outlier_fraction  redshift-like targets: fraction with |r| > 0.15;
                       other targets: fraction with |r - median r| > 3 nmad
     coverage          fraction of y inside [lo, hi] (coverage_68 / coverage_95 for the two intervals)
+    gaussian_nll      mean of 0.5 log(2 pi sigma^2) + (y - mu)^2 / (2 sigma^2), for a predicted N(mu, sigma^2)
 
 The residual r is (p - y) / (1 + y) for a redshift-like target (the usual photo-z convention, dz/(1+z))
 and p - y otherwise. So for redshift, bias, nmad and outlier_fraction are in units of dz/(1+z), while
@@ -14,6 +15,8 @@ r2 and rmse are always in the target's own units.
 """
 
 from __future__ import annotations
+
+from statistics import NormalDist
 
 import numpy as np
 
@@ -71,3 +74,16 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
 def point_metrics(y: np.ndarray, p: np.ndarray, redshift_like: bool = False) -> dict[str, float]:
     return {"r2": r2(y, p), "rmse": rmse(y, p), "bias": bias(y, p, redshift_like),
             "nmad": nmad(y, p, redshift_like), "outlier_fraction": outlier_fraction(y, p, redshift_like)}
+
+
+def gaussian_nll(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """Mean negative log-likelihood of y under N(mu, sigma^2), in the target's own units."""
+    y, mu, sigma = (np.asarray(a, dtype=np.float64) for a in (y, mu, sigma))
+    return float(np.mean(0.5 * np.log(2 * np.pi * sigma ** 2) + (y - mu) ** 2 / (2 * sigma ** 2)))
+
+
+def normal_z(level: float) -> float:
+    """The half-width in sigmas of a central Gaussian interval holding `level` (0.68 -> 0.994)."""
+    if not 0 < level < 1:
+        raise ValueError(f"coverage level {level} is not between 0 and 1")
+    return NormalDist().inv_cdf(0.5 + level / 2)

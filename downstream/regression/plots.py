@@ -40,9 +40,14 @@ def calibration(folder: Path, shown: dict[str, dict[str, dict]], levels: list[fl
     fig, ax = plt.subplots(figsize=(5, 5))
     for modality, methods in shown.items():
         for method, arrays in methods.items():
-            ax.plot(levels, arrays["curve"], marker=".", label=f"{modality} {method}")
+            # conformal methods: intervals calibrated on val; gaussian: mean +- z sigma from its own sigma
+            kind = "own sigma" if "sigma" in arrays else "conformal"
+            line, = ax.plot(levels, arrays["curve"], marker=".", label=f"{modality} {method} ({kind})")
+            if "curve_recal" in arrays:
+                ax.plot(levels, arrays["curve_recal"], ls=":", color=line.get_color(),
+                        label=f"{modality} {method} (sigma x s, fitted on val)")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
-    ax.set(xlabel="nominal coverage (conformal, calibrated on val)", ylabel="empirical coverage on test",
+    ax.set(xlabel="nominal coverage", ylabel="empirical coverage on test",
            xlim=(0, 1), ylim=(0, 1), title="interval calibration")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -86,9 +91,14 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
              f"{'dz/(1+z)' if config['redshift_like'] else 'predicted - true'} for bias, NMAD, outliers.", ""]
     lines += [f"![{name}]({name})" for name in images]
     keys = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95")
+    if any("nll" in entry["mean"] for entry in metrics["summary"]):
+        keys += ("nll",)
+        lines += ["", "Method `gaussian`: intervals mean ± z·sigma from its own predicted sigma (coverage and nll "
+                  "use that sigma; metrics.json also holds *_recal keys with sigma scaled by s fitted on val). "
+                  "The other methods' intervals are split-conformal, calibrated on val."]
     lines += ["", "| modality | method | fraction | n_train | " + " | ".join(keys) + " |",
               "|---" * (4 + len(keys)) + "|"]
     for entry in metrics["summary"]:
         lines.append(f"| {entry['modality']} | {entry['method']} | {entry['label_fraction']:g} | {entry['n_train']} | "
-                     + " | ".join(_fmt(entry, key) for key in keys) + " |")
+                     + " | ".join(_fmt(entry, key) if key in entry["mean"] else "" for key in keys) + " |")
     return "\n".join(lines) + "\n"

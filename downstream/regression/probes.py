@@ -5,6 +5,10 @@ hyper-parameters or stop early), and returns a `Probe`: a predict function plus 
             default: AstroCLIP's zero-shot protocol); an exact match (d = 0) takes that neighbour's value
     linear  ridge regression on standardised features, alpha picked on validation MSE from a log grid
     mlp     two hidden layers of 64 (GELU, dropout 0.1), AdamW, early stopping on validation MSE
+    gaussian  the mlp's trunk with two outputs, mean and log-variance, trained by Gaussian negative
+            log-likelihood with early stopping on validation NLL; its `predict_sigma` gives a per-object
+            standard deviation, and `chosen["sigma_scale"]` the factor s fitted on val so that the val
+            z-scores (y - mean) / (s sigma) have unit variance (a variance recalibration)
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("knn", "linear", "mlp")
+METHODS = ("knn", "linear", "mlp")  # the default methods of `astrofm regress`
 RIDGE_ALPHAS = tuple(10.0 ** e for e in range(-4, 5))
 
 
@@ -23,6 +27,7 @@ RIDGE_ALPHAS = tuple(10.0 ** e for e in range(-4, 5))
 class Probe:
     predict: Callable[[np.ndarray], np.ndarray]  # (N, D) -> (N,)
     chosen: dict[str, Any] = field(default_factory=dict)  # the hyper-parameters used
+    predict_sigma: Callable[[np.ndarray], np.ndarray] | None = None  # (N, D) -> (N,); probabilistic probes
 
 
 def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,11 +74,46 @@ def fit_linear(x_train, y_train, x_val, y_val, alphas=RIDGE_ALPHAS, **_) -> Prob
                  {"alpha": float(alpha), "val_mse": best[0]})
 
 
-def fit_mlp(x_train, y_train, x_val, y_val, seed: int = 0, hidden: int = 64, dropout: float = 0.1,
-            lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 256, max_epochs: int = 300,
-            patience: int = 15, **_) -> Probe:
-    import torch
+def mlp_trunk(in_dim: int, hidden: int = 64, dropout: float = 0.1, outputs: int = 1):
+    """The probes' network: two hidden layers of `hidden` (GELU, dropout), then `outputs` linear outputs."""
     from torch import nn
+
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, outputs))
+
+
+def _train_early_stopped(net, loss_fn, xt, yt, xv, yv, seed: int, lr: float, weight_decay: float,
+                         batch_size: int, max_epochs: int, patience: int) -> tuple[float, int, int]:
+    """AdamW on (xt, yt) minimising `loss_fn(net(x), y)`; keeps the weights of the best validation loss.
+    Returns (best validation loss, its epoch, epochs run)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    best, best_state, best_epoch, epoch = float("inf"), None, 0, 0
+    for epoch in range(1, max_epochs + 1):
+        net.train()
+        for rows in torch.randperm(len(xt), generator=generator).split(batch_size):
+            loss = loss_fn(net(xt[rows]), yt[rows])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        net.eval()
+        with torch.no_grad():
+            val = float(loss_fn(net(xv), yv))
+        if best_state is None or val < best - 1e-6:
+            best, best_epoch = val, epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            break
+    net.load_state_dict(best_state)
+    net.eval()
+    return best, best_epoch, epoch
+
+
+def _scaled(x_train, y_train):
+    """Feature standardiser and target centre/scale from the training rows, as torch converters."""
+    import torch
 
     x_train, y_train = np.asarray(x_train, np.float32), np.asarray(y_train, np.float64)
     mean, scale = _standardiser(x_train)
@@ -82,37 +122,70 @@ def fit_mlp(x_train, y_train, x_val, y_val, seed: int = 0, hidden: int = 64, dro
     def features(x):
         return torch.from_numpy(((np.asarray(x, np.float32) - mean) / scale).astype(np.float32))
 
-    generator = torch.Generator().manual_seed(seed)
+    def targets(y):
+        return torch.from_numpy(((np.asarray(y, np.float64) - y_mean) / y_scale).astype(np.float32))
+
+    return features, targets, y_mean, y_scale
+
+
+def fit_mlp(x_train, y_train, x_val, y_val, seed: int = 0, hidden: int = 64, dropout: float = 0.1,
+            lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 256, max_epochs: int = 300,
+            patience: int = 15, **_) -> Probe:
+    import torch
+    from torch import nn
+
+    features, targets, y_mean, y_scale = _scaled(x_train, y_train)
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(x_train.shape[1], hidden), nn.GELU(), nn.Dropout(dropout),
-                        nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
-    optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    xt, yt = features(x_train), torch.from_numpy(((y_train - y_mean) / y_scale).astype(np.float32))
-    xv, yv = features(x_val), torch.from_numpy(((np.asarray(y_val) - y_mean) / y_scale).astype(np.float32))
-    best, best_state, best_epoch, epoch = float("inf"), None, 0, 0
-    for epoch in range(1, max_epochs + 1):
-        net.train()
-        for rows in torch.randperm(len(xt), generator=generator).split(batch_size):
-            loss = nn.functional.mse_loss(net(xt[rows]).squeeze(1), yt[rows])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        net.eval()
-        with torch.no_grad():
-            val = float(nn.functional.mse_loss(net(xv).squeeze(1), yv))
-        if val < best - 1e-6:
-            best, best_epoch = val, epoch
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        elif epoch - best_epoch >= patience:
-            break
-    net.load_state_dict(best_state)
-    net.eval()
+    net = mlp_trunk(np.shape(x_train)[1], hidden, dropout)
+    best, best_epoch, epochs = _train_early_stopped(
+        net, lambda out, y: nn.functional.mse_loss(out.squeeze(1), y), features(x_train), targets(y_train),
+        features(x_val), targets(y_val), seed, lr, weight_decay, batch_size, max_epochs, patience)
 
     def predict(x):
         with torch.no_grad():
             return net(features(x)).squeeze(1).double().numpy() * y_scale + y_mean
 
-    return Probe(predict, {"best_epoch": best_epoch, "epochs": epoch, "val_mse": best * y_scale ** 2})
+    return Probe(predict, {"best_epoch": best_epoch, "epochs": epochs, "val_mse": best * y_scale ** 2})
 
 
-PROBES: dict[str, Callable[..., Probe]] = {"knn": fit_knn, "linear": fit_linear, "mlp": fit_mlp}
+LOG_VAR_RANGE = (-12.0, 6.0)  # clamp of the log-variance (standardised target units): keeps NLL finite
+
+
+def gaussian_nll(out, y):
+    """Mean Gaussian negative log-likelihood, without the 0.5 log(2 pi) constant; out (N, 2) = mean, log var."""
+    import torch
+
+    log_var = out[:, 1].clamp(*LOG_VAR_RANGE)
+    return 0.5 * torch.mean(log_var + (y - out[:, 0]) ** 2 * torch.exp(-log_var))
+
+
+def fit_gaussian(x_train, y_train, x_val, y_val, seed: int = 0, hidden: int = 64, dropout: float = 0.1,
+                 lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 256, max_epochs: int = 300,
+                 patience: int = 15, **_) -> Probe:
+    """Heteroscedastic regression: mean and sigma per object, by Gaussian NLL, early stopped on val NLL."""
+    import torch
+
+    features, targets, y_mean, y_scale = _scaled(x_train, y_train)
+    torch.manual_seed(seed)
+    net = mlp_trunk(np.shape(x_train)[1], hidden, dropout, outputs=2)
+    best, best_epoch, epochs = _train_early_stopped(
+        net, gaussian_nll, features(x_train), targets(y_train), features(x_val), targets(y_val), seed, lr,
+        weight_decay, batch_size, max_epochs, patience)
+
+    def predict_both(x):
+        with torch.no_grad():
+            out = net(features(x)).double()
+        sigma = torch.exp(0.5 * out[:, 1].clamp(*LOG_VAR_RANGE))
+        return out[:, 0].numpy() * y_scale + y_mean, sigma.numpy() * y_scale
+
+    mu_val, sigma_val = predict_both(x_val)
+    z_val = (np.asarray(y_val, np.float64) - mu_val) / sigma_val
+    sigma_scale = float(np.sqrt(np.mean(z_val ** 2)))  # s: val z-scores / s have unit variance
+    val_nll = best + 0.5 * np.log(2 * np.pi) + np.log(y_scale)  # in the target's own units
+    return Probe(lambda x: predict_both(x)[0],
+                 {"best_epoch": best_epoch, "epochs": epochs, "val_nll": float(val_nll), "sigma_scale": sigma_scale},
+                 predict_sigma=lambda x: predict_both(x)[1])
+
+
+PROBES: dict[str, Callable[..., Probe]] = {"knn": fit_knn, "linear": fit_linear, "mlp": fit_mlp,
+                                           "gaussian": fit_gaussian}

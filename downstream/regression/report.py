@@ -8,6 +8,11 @@ Protocol, per modality (or `concat`: the modalities' embeddings joined, for obje
     are calibrated on the whole val split; every metric is measured on the test split, which is never
     used to fit, select or calibrate.
 
+Intervals: knn, linear and mlp get split-conformal intervals (fixed width, calibrated on val). The
+probabilistic `gaussian` method gets mean +- z sigma from its own predicted sigma: coverage_68/95,
+width_68/95 (mean width on test) and nll use that raw sigma; the *_recal keys use sigma times the
+scale s fitted on val (chosen["sigma_scale"]), so that val z-scores have unit variance.
+
 Output: REPORT_DIR/metrics.json {"config", "records": one per (modality, method, label_fraction, seed),
 "summary": mean and std over seeds}, pred_vs_true_{modality}.png, calibration.png,
 metric_vs_fraction.png and report.md.
@@ -25,13 +30,13 @@ import numpy as np
 from astrofm.atomic import staged_folder
 from astrofm.embedstore.store import EmbeddingStore, table_vectors
 from downstream.regression import conformal, probes
-from downstream.regression.metrics import coverage, is_redshift_like, point_metrics
+from downstream.regression.metrics import coverage, gaussian_nll, is_redshift_like, normal_z, point_metrics
 
 CONCAT = "concat"
 SPLITS = ("train", "val", "test")
 CURVE_LEVELS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 SUMMARY_KEYS = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95",
-                "width_68", "width_95")
+                "width_68", "width_95", "nll", "coverage_68_recal", "coverage_95_recal", "nll_recal")
 
 
 @dataclass
@@ -40,7 +45,7 @@ class RegressionConfig:
     out: str  # report folder to write
     target: str = "redshift"  # label column to predict
     modalities: list[str] = field(default_factory=lambda: ["spectrum"])  # modality names or "concat"
-    methods: list[str] = field(default_factory=lambda: list(probes.METHODS))  # knn, linear, mlp
+    methods: list[str] = field(default_factory=lambda: list(probes.METHODS))  # knn, linear, mlp (+ gaussian)
     label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])  # of the train split
     seeds: int = 3  # seeds 0 .. seeds-1 (label subsets and MLP initialisation)
     k: int = 64  # neighbours of the kNN probe
@@ -106,17 +111,36 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
     """Fit one probe on a label subset of train, calibrate on val, measure on test."""
     subset = label_subset(len(train.y), fraction, seed)
     probe = probes.PROBES[method](train.x[subset], train.y[subset], val.x, val.y, k=config.k, seed=seed)
-    p_val, p_test = probe.predict(val.x), probe.predict(test.x)
-    half = conformal.calibrate(val.y, p_val, levels=conformal.LEVELS + CURVE_LEVELS)
+    p_test = probe.predict(test.x)
     record: dict[str, Any] = {"method": method, "label_fraction": fraction, "seed": seed,
                               "n_train": int(subset.size), "n_val": len(val.y), "n_test": len(test.y),
                               "chosen": probe.chosen, **point_metrics(test.y, p_test, redshift_like)}
+    if probe.predict_sigma is not None:
+        sigma = probe.predict_sigma(test.x)
+        record.update(sigma_intervals(test.y, p_test, sigma))
+        record.update({f"{key}_recal": value for key, value in
+                       sigma_intervals(test.y, p_test, sigma * probe.chosen["sigma_scale"]).items()})
+        curves = [[coverage(test.y, p_test - normal_z(a) * s, p_test + normal_z(a) * s) for a in CURVE_LEVELS]
+                  for s in (sigma, sigma * probe.chosen["sigma_scale"])]
+        return record, {"y": test.y, "p": p_test, "sigma": sigma, "curve": np.array(curves[0]),
+                        "curve_recal": np.array(curves[1])}
+    half = conformal.calibrate(val.y, probe.predict(val.x), levels=conformal.LEVELS + CURVE_LEVELS)
     for level in conformal.LEVELS:
         tag = int(round(level * 100))
         record[f"coverage_{tag}"] = coverage(test.y, *conformal.intervals(p_test, half[level]))
         record[f"width_{tag}"] = 2 * half[level]
     curve = [coverage(test.y, *conformal.intervals(p_test, half[level])) for level in CURVE_LEVELS]
     return record, {"y": test.y, "p": p_test, "curve": np.array(curve)}
+
+
+def sigma_intervals(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
+    """Coverage and mean width of mu +- z sigma at the conformal levels, and the Gaussian NLL, on (y, mu, sigma)."""
+    out = {"nll": gaussian_nll(y, mu, sigma)}
+    for level in conformal.LEVELS:
+        tag, z = int(round(level * 100)), normal_z(level)
+        out[f"coverage_{tag}"] = coverage(y, mu - z * sigma, mu + z * sigma)
+        out[f"width_{tag}"] = float(np.mean(2 * z * sigma))
+    return out
 
 
 def _summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,7 +151,7 @@ def _summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (modality, method, fraction), group in groups.items():
         entry = {"modality": modality, "method": method, "label_fraction": fraction, "n_seeds": len(group),
                  "n_train": group[0]["n_train"], "mean": {}, "std": {}}
-        for key in SUMMARY_KEYS:
+        for key in (k for k in SUMMARY_KEYS if k in group[0]):  # nll and *_recal: gaussian only
             values = np.array([g[key] for g in group], dtype=np.float64)
             entry["mean"][key] = float(np.mean(values))
             entry["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

@@ -131,12 +131,46 @@ def test_probes_learn_a_smooth_target_and_not_noise(method):
     assert metrics.r2(noise[test], probe.predict(x[test])) < 0.05
 
 
-@pytest.mark.parametrize("method", ["knn", "linear", "mlp"])
+@pytest.mark.parametrize("method", ["knn", "linear", "mlp", "gaussian"])
 def test_a_one_label_subset_gives_finite_bounded_predictions(method):
     x, y = smooth_world(60)
     probe = probes.PROBES[method](x[:1], y[:1], x[10:30], y[10:30], max_epochs=5)
     predicted = probe.predict(x[30:])
     assert np.isfinite(predicted).all() and np.abs(predicted).max() < 10 * np.abs(y).max()
+
+
+def heteroscedastic_world(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """y = smooth mean + noise whose standard deviation grows with x[:, 0] (0.05 to about 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    noise_std = 0.05 + 0.4 * (x[:, 0] + 2.5).clip(0, None) / 2.5
+    return x, np.sin(x[:, 1]) + 0.5 * x[:, 2] + noise_std * rng.normal(size=n), noise_std
+
+
+def test_gaussian_head_is_calibrated_and_its_sigma_follows_the_noise():
+    x, y, noise_std = heteroscedastic_world(6000)
+    train, val, test = slice(0, 4000), slice(4000, 5000), slice(5000, 6000)
+    probe = probes.fit_gaussian(x[train], y[train], x[val], y[val], max_epochs=80, patience=10)
+    mu, sigma = probe.predict(x[test]), probe.predict_sigma(x[test])
+    assert np.corrcoef(sigma, noise_std[test])[0, 1] > 0.9
+    intervals = report.sigma_intervals(y[test], mu, sigma)
+    assert abs(intervals["coverage_68"] - 0.68) < 0.04, intervals
+    assert abs(intervals["coverage_95"] - 0.95) < 0.03, intervals
+    assert 0.7 < probe.chosen["sigma_scale"] < 1.3
+    # a constant sigma (the homoscedastic fit) has a worse likelihood than the predicted ones
+    constant = np.full_like(sigma, np.std(y[val] - probe.predict(x[val])))
+    assert intervals["nll"] < metrics.gaussian_nll(y[test], mu, constant) - 0.1
+
+
+def test_gaussian_interval_keys_by_hand():
+    y, mu, sigma = np.array([0.0, 1.0, 3.0]), np.zeros(3), np.array([1.0, 2.0, 1.0])
+    # half-widths z68 sigma = 0.994, 1.989, 0.994: y = 0 and 1 inside, 3 outside; at 95% 1.96, 3.92, 1.96
+    out = report.sigma_intervals(y, mu, sigma)
+    assert out["coverage_68"] == pytest.approx(2 / 3) and out["coverage_95"] == pytest.approx(2 / 3)
+    assert out["width_68"] == pytest.approx(2 * metrics.normal_z(0.68) * 4 / 3)
+    assert metrics.normal_z(0.95) == pytest.approx(1.959964, abs=1e-5)
+    nll = np.mean(0.5 * np.log(2 * np.pi * sigma ** 2) + y ** 2 / (2 * sigma ** 2))
+    assert out["nll"] == pytest.approx(nll)
 
 
 def test_knn_is_distance_weighted_and_exact_matches_win():
@@ -229,6 +263,25 @@ def test_report_folder_through_the_cli(tmp_path, capsys):
     best = [s for s in result["summary"] if s["modality"] == "spectrum" and s["label_fraction"] == 1.0]
     assert max(s["mean"]["r2"] for s in best) > 0.8
     assert "![calibration.png](calibration.png)" in (out / "report.md").read_text()
+
+
+def test_gaussian_method_through_the_cli(tmp_path, capsys):
+    x, y, _ = heteroscedastic_world(900, seed=2)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, split_labels(900))
+    out = tmp_path / "report"
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "mass",
+                 "--method", "mlp", "gaussian", "--label-fraction", "1", "--seeds", "1", "--out", str(out)]) == 0
+    assert "NLL" in capsys.readouterr().out
+    result = json.loads((out / "metrics.json").read_text())
+    gaussian, = (r for r in result["records"] if r["method"] == "gaussian")
+    mlp, = (r for r in result["records"] if r["method"] == "mlp")
+    assert {"nll", "coverage_68", "coverage_95", "width_68", "width_95", "nll_recal", "coverage_68_recal",
+            "coverage_95_recal"} <= set(gaussian)
+    assert "sigma_scale" in gaussian["chosen"] and "val_nll" in gaussian["chosen"]
+    assert "nll" not in mlp and 0.5 < gaussian["coverage_68"] < 0.85 and gaussian["coverage_95"] > 0.85
+    summary, = (s for s in result["summary"] if s["method"] == "gaussian")
+    assert summary["mean"]["nll"] == pytest.approx(gaussian["nll"])
+    assert "| nll |" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("change, message", [

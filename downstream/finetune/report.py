@@ -1,0 +1,171 @@
+"""`astrofm finetune`: few-label fine-tuning of a pretrained encoder against the same architecture trained
+from scratch (and the MLP probe on frozen embeddings), on the same label subsets.
+
+Protocol, for one modality M and one target:
+    objects of each split having M and a finite target are read once into memory, sorted by id;
+    for each seed s and label fraction f the label subset is `label_subset(n_train, f, s)` of the train
+    rows (nested: a smaller fraction's subset lies inside a larger one's); every method fits on that
+    subset only, chooses its epoch (early stopping) on the whole val split, and is measured on the
+    test split, which is never used to fit or select.
+
+Output: REPORT_DIR/metrics.json {"config", "data", "records": one per (method, label_fraction, seed),
+"summary": mean and std over seeds}, label_subsets.json (the train ids each (fraction, seed) used),
+r2_vs_fraction.png, pred_vs_true.png and report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from astrofm.atomic import staged_folder
+from downstream.finetune import train as training
+from downstream.finetune.config import FinetuneConfig
+from downstream.finetune.data import Rows, check_inputs, load_rows
+from downstream.finetune.model import build_regressor
+from downstream.regression import probes
+from downstream.regression.metrics import is_redshift_like, point_metrics
+from downstream.regression.report import label_subset
+
+SUMMARY_KEYS = ("r2", "rmse", "bias", "nmad", "outlier_fraction")
+
+
+def load_pretrained(config: FinetuneConfig):
+    from astrofm.models.io import load_model
+
+    model = load_model(config.model)
+    if config.modality not in model.encoders:
+        raise ValueError(f"{config.model}: the model has no {config.modality} encoder (it has {model.modalities})")
+    return model
+
+
+def frozen_embeddings(model, modality: str, rows: Rows, batch_size: int) -> np.ndarray:
+    """The pretrained model's embeddings of `rows`, through `model.embed` (eval mode, no gradients)."""
+    model.eval()
+    return training.run_batches(lambda inputs: model.embed({modality: inputs})[modality], rows,
+                                batch_size).numpy()
+
+
+def _settings(config: FinetuneConfig, method: str, label: str) -> training.TrainSettings:
+    encoder_lr = config.lr_scratch if method == "scratch" else config.lr_encoder
+    head_lr = config.lr_scratch if method == "scratch" else config.lr_head
+    return training.TrainSettings(
+        lr_encoder=encoder_lr, lr_head=head_lr, epochs=config.epochs, patience=config.patience,
+        max_steps=config.max_steps, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+        weight_decay=config.weight_decay, warmup_steps=config.warmup_steps, grad_clip=config.grad_clip,
+        head_epochs=config.head_epochs if method == "finetune" else 0, progress=config.progress, label=label)
+
+
+def run_method(method: str, pretrained, config: FinetuneConfig, train: Rows, val: Rows, test: Rows,
+               seed: int, frozen: dict[str, np.ndarray] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Test predictions of one method fitted on `train` (the label subset), and what it chose."""
+    if method == "probe":
+        start = time.perf_counter()  # the frozen embeddings are computed once beforehand, not counted here
+        probe = probes.fit_mlp(frozen["train"], train.y, frozen["val"], val.y, seed=seed, hidden=config.hidden,
+                               dropout=config.dropout)
+        return probe.predict(frozen["test"]), {"chosen": probe.chosen,
+                                               "seconds": round(time.perf_counter() - start, 2)}
+    net = build_regressor(pretrained, config.modality, scratch=method == "scratch", seed=seed,
+                          hidden=config.hidden, dropout=config.dropout)
+    settings = _settings(config, method, f"{method} n={len(train)} seed={seed}")
+    info = training.fit(net, train, val, settings, seed)
+    return training.predict(net, test, config.eval_batch_size), {
+        "lr_encoder": settings.lr_encoder, "lr_head": settings.lr_head, **info}
+
+
+def compute(config: FinetuneConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """metrics.json content, and for plots and label_subsets.json: test truth, method -> predictions
+    (largest fraction, seed 0), and the train ids of every (fraction, seed)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    pretrained = load_pretrained(config)
+    check_inputs(config.data, config.modality, config.target, pretrained.spec.get(config.modality))
+    splits = {name: load_rows(config.data, config.modality, config.target, name, config.num_workers,
+                              config.eval_batch_size) for name in ("train", "val", "test")}
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    redshift_like = is_redshift_like(config.target) if config.redshift_like is None else config.redshift_like
+    fractions = sorted(set(config.label_fractions))
+    subsets = {(f, s): label_subset(len(train), f, s) for f in fractions for s in range(config.seeds)}
+    frozen_all = None
+    if "probe" in config.methods:  # embed each train row any subset uses once, and val and test
+        used = np.unique(np.concatenate(list(subsets.values())))
+        vectors = frozen_embeddings(pretrained, config.modality, train.take(used), config.eval_batch_size)
+        frozen_all = {"train": (used, vectors),
+                      "val": frozen_embeddings(pretrained, config.modality, val, config.eval_batch_size),
+                      "test": frozen_embeddings(pretrained, config.modality, test, config.eval_batch_size)}
+    records, shown = [], {}
+    for fraction in fractions:
+        for seed in range(config.seeds):
+            subset = subsets[(fraction, seed)]
+            rows = train.take(subset)
+            frozen = None
+            if frozen_all is not None:
+                used, vectors = frozen_all["train"]
+                frozen = {"train": vectors[np.searchsorted(used, subset)], "val": frozen_all["val"],
+                          "test": frozen_all["test"]}
+            for method in config.methods:
+                predicted, info = run_method(method, pretrained, config, rows, val, test, seed, frozen)
+                record = {"method": method, "modality": config.modality, "label_fraction": fraction, "seed": seed,
+                          "n_train": len(rows), "n_val": len(val), "n_test": len(test), **info,
+                          **point_metrics(test.y, predicted, redshift_like)}
+                records.append(record)
+                if config.progress:
+                    print(f"{method:9s} f={fraction:<6g} seed={seed} n_train={len(rows):<6d} "
+                          f"test R2 {record['r2']:.4f}  NMAD {record['nmad']:.4f}", file=sys.stderr)
+                if fraction == fractions[-1] and seed == 0:
+                    shown[method] = predicted
+    settings = {**asdict(config), "redshift_like": redshift_like, "label_fractions": fractions}
+    data = {"n_train_labelled": len(train), "n_val": len(val), "n_test": len(test)}
+    subset_ids = {f"{f:g}": {str(s): [train.ids[i] for i in subsets[(f, s)]] for s in range(config.seeds)}
+                  for f in fractions}
+    metrics = {"config": settings, "data": data, "records": records, "summary": summarise(records)}
+    return metrics, {"y": test.y, "predictions": shown, "subset_ids": subset_ids}
+
+
+def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["label_fraction"]), []).append(r)
+    out = []
+    for (method, fraction), group in groups.items():
+        entry = {"method": method, "label_fraction": fraction, "n_seeds": len(group),
+                 "n_train": group[0]["n_train"], "mean": {}, "std": {}}
+        for key in SUMMARY_KEYS:
+            values = np.array([g[key] for g in group], dtype=np.float64)
+            entry["mean"][key] = float(np.mean(values))
+            entry["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def write_report(config: FinetuneConfig) -> Path:
+    """Compute everything, then write REPORT_DIR atomically (a temporary sibling renamed into place)."""
+    from downstream.finetune import plots
+
+    out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
+    if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
+        raise FileExistsError(f"{out}: a non-empty folder that is not a report; not replacing it")
+    metrics, shown = compute(config)
+    with staged_folder(out) as staging:
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        (staging / "label_subsets.json").write_text(json.dumps(shown["subset_ids"]) + "\n")
+        images = [plots.r2_vs_fraction(staging, metrics["summary"], config.modality, config.target),
+                  plots.pred_vs_true(staging, shown["y"], shown["predictions"], config.target,
+                                     metrics["config"]["label_fractions"][-1])]
+        (staging / "report.md").write_text(plots.markdown(metrics, images))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

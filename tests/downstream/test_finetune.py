@@ -1,0 +1,254 @@
+"""`astrofm finetune`: the recipe file, the network's starting points and learning rates, the protocol (which
+objects fit, select and measure), the report folder through the CLI, determinism, and input errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from astrofm.cli.main import main
+from astrofm.data import Dataset
+from astrofm.models import load_model
+from downstream.finetune import FinetuneConfig, compute, load_recipe
+from downstream.finetune import report as finetune_report
+from downstream.finetune import train as training
+from downstream.finetune.data import load_rows
+from downstream.finetune.model import build_regressor
+from downstream.regression import probes
+from tests.downstream.finetune_helpers import build_dataset, build_model
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "configs" / "downstream" / "finetune_tiny.yaml"
+FAST = {"epochs": 2, "patience": 2, "batch_size": 8, "eval_batch_size": 32, "num_workers": 0, "progress": False}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import faiss
+
+    before = faiss.omp_get_max_threads(), torch.get_num_threads()
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before[0])
+    torch.set_num_threads(before[1])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("finetune")
+    data = build_dataset(root / "data")
+    return {"root": root, "data": data, "model": build_model(data, root / "model"),
+            "spectrum_only": build_model(data, root / "spectrum_only", modalities=("spectrum",))}
+
+
+def split_ids(data: Path, split: str, with_spectrum: bool = True) -> set[str]:
+    return {s.id for s in Dataset(data).iter_samples(split) if s.spectrum is not None or not with_spectrum}
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+def test_the_shipped_recipe_parses_into_the_config():
+    recipe = load_recipe(RECIPE)
+    config = FinetuneConfig(model="m", data="d", out="o", **recipe)
+    assert config.lr_encoder < config.lr_head and config.methods == ["finetune", "scratch", "probe"]
+    assert config.label_fractions == [0.01, 0.1] and config.epochs == recipe["epochs"] == 30
+
+
+def test_a_recipe_with_an_unknown_field_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown fields \['learning_rate'\]"):
+        load_recipe(path)
+
+
+# ------------------------------------------------------------------------------------------- the network
+
+
+def test_scratch_starts_elsewhere_and_finetuning_moves_the_encoder(world):
+    pretrained = load_model(world["model"])
+    before = {k: v.clone() for k, v in pretrained.encoders["spectrum"].state_dict().items()}
+    tuned = build_regressor(pretrained, "spectrum", scratch=False, seed=0)
+    scratch = build_regressor(pretrained, "spectrum", scratch=True, seed=0)
+    start = {k: v.clone() for k, v in tuned.encoder.state_dict().items()}
+    weights = [k for k, _ in tuned.encoder.named_parameters()]
+    assert all(torch.equal(start[k], before[k]) for k in before)  # a copy of the pretrained encoder
+    scratch_state = scratch.encoder.state_dict()
+    matrices = [k for k, v in tuned.encoder.named_parameters() if v.dim() >= 2]  # biases and norms start at 0/1
+    assert matrices and all(not torch.equal(scratch_state[k], before[k]) for k in matrices)
+    buffers = [k for k, _ in tuned.encoder.named_buffers()]
+    assert buffers and all(torch.equal(scratch_state[k], before[k]) for k in buffers)  # same normalisation
+    # the new heads start alike for a seed, so the two differ only by the encoder's starting point
+    assert all(torch.equal(a, b) for a, b in zip(tuned.head.parameters(), scratch.head.parameters(), strict=True))
+
+    train = load_rows(str(world["data"]), "spectrum", "redshift", "train", num_workers=0)
+    val = load_rows(str(world["data"]), "spectrum", "redshift", "val", num_workers=0)
+    settings = training.TrainSettings(lr_encoder=1e-4, lr_head=1e-3, epochs=2, patience=5, batch_size=8,
+                                      warmup_steps=1)
+    training.fit(tuned, train, val, settings, seed=0)
+    moved = [k for k in weights if not torch.equal(tuned.encoder.state_dict()[k], start[k])]
+    assert moved == weights  # every encoder weight took gradient steps
+    after = pretrained.encoders["spectrum"].state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)  # the loaded model itself is untouched
+
+
+def test_head_first_leaves_the_encoder_and_fits_the_head(world):
+    net = build_regressor(load_model(world["model"]), "spectrum", scratch=False, seed=0)
+    train = load_rows(str(world["data"]), "spectrum", "redshift", "train", num_workers=0)
+    val = load_rows(str(world["data"]), "spectrum", "redshift", "val", num_workers=0)
+    net.eval()
+    z_train, z_val = (training.run_batches(net.embed, rows, 64) for rows in (train, val))
+    net.set_scales(z_train, train.y)
+    encoder, head = ({k: v.clone() for k, v in m.state_dict().items()} for m in (net.encoder, net.head))
+    settings = training.TrainSettings(lr_encoder=1e-4, lr_head=1e-2, head_epochs=20, batch_size=8)
+    info = training.fit_head(net, z_train, net.standardise(train.y), z_val, net.standardise(val.y), settings, 0)
+    assert all(torch.equal(v, encoder[k]) for k, v in net.encoder.state_dict().items())
+    assert any(not torch.equal(v, head[k]) for k, v in net.head.state_dict().items())
+    assert 1 <= info["head_best_epoch"] <= 20 and np.isfinite(info["head_val_mse"])
+
+
+def test_the_encoder_learns_slower_than_the_head(world):
+    net = build_regressor(load_model(world["model"]), "spectrum", scratch=False, seed=0)
+    optimizer = training.make_optimizer(net, training.TrainSettings(lr_encoder=1e-4, lr_head=1e-3))
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["encoder"]["lr"] == 1e-4 < groups["head"]["lr"] == 1e-3
+    in_groups = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert in_groups == {id(p) for p in net.parameters()}  # every trainable parameter, once
+    assert {id(p) for p in groups["encoder"]["params"]} == {id(p) for p in [*net.encoder.parameters(),
+                                                                               *net.projection.parameters()]}
+    # the warm-up ramps both rates from a small fraction of their values
+    scheduler = training.warmup(optimizer, 10)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-5, 1e-4])
+    for _ in range(12):
+        optimizer.step()
+        scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-4, 1e-3])
+
+
+# ------------------------------------------------------------------------------------------- protocol
+
+
+def test_no_test_object_is_used_to_fit_or_select(world, monkeypatch, tmp_path):
+    train_ids, val_ids = split_ids(world["data"], "train"), split_ids(world["data"], "val")
+    fitted, probed = [], []
+    real_fit, real_probe = training.fit, probes.fit_mlp
+
+    def spy_fit(net, train, val, settings, seed):
+        assert set(train.ids) <= train_ids and set(val.ids) == val_ids
+        fitted.append(sorted(train.ids))
+        return real_fit(net, train, val, settings, seed)
+
+    def spy_probe(x_train, y_train, x_val, y_val, **kwargs):
+        probed.append((len(x_train), len(x_val)))
+        return real_probe(x_train, y_train, x_val, y_val, **{**kwargs, "max_epochs": 3})
+
+    monkeypatch.setattr(training, "fit", spy_fit)
+    monkeypatch.setattr(probes, "fit_mlp", spy_probe)
+    config = FinetuneConfig(model=str(world["model"]), data=str(world["data"]), out=str(tmp_path / "r"),
+                            label_fractions=[0.5, 1.0], seeds=2, **FAST)
+    metrics, shown = compute(config)
+    assert len(fitted) == 8 and len(probed) == 4  # (finetune, scratch) x 2 fractions x 2 seeds; probe 2 x 2
+    n_train = len(train_ids)
+    assert {r["n_train"] for r in metrics["records"]} == {round(0.5 * n_train), n_train}
+    assert {r["n_test"] for r in metrics["records"]} == {len(split_ids(world["data"], "test"))}
+    assert {n for n, _ in probed} == {round(0.5 * n_train), n_train} and {v for _, v in probed} == {len(val_ids)}
+    for seed in ("0", "1"):  # nested subsets; each (fraction, seed) fits both networks on the same ids
+        half, full = shown["subset_ids"]["0.5"][seed], shown["subset_ids"]["1"][seed]
+        assert set(half) < set(full) == train_ids
+        assert sorted(half) in fitted and fitted.count(sorted(half)) == 2
+    assert shown["subset_ids"]["0.5"]["0"] != shown["subset_ids"]["0.5"]["1"]
+
+
+def test_same_seed_same_numbers(world, tmp_path):
+    config = FinetuneConfig(model=str(world["model"]), data=str(world["data"]), out=str(tmp_path / "r"),
+                            label_fractions=[0.5], seeds=1, methods=["finetune", "scratch"], **FAST)
+    first, second = compute(config)[0], compute(replace(config))[0]
+
+    def numbers(metrics):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in metrics["records"]]
+
+    assert numbers(first) == numbers(second)
+    tuned, scratch = first["records"]
+    assert tuned["r2"] != scratch["r2"]  # different starting encoders, different predictions
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_report_folder_through_the_cli(world, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["finetune", "--model", str(world["model"]), "--data", str(world["data"]), "--modality", "spectrum",
+                 "--target", "redshift", "--label-fraction", "0.5", "1", "--seeds", "2", "--out", str(out),
+                 "--config", str(RECIPE), "--epochs", "2", "--batch-size", "8", "--num-workers", "0",
+                 "--head-epochs", "2", "--no-progress"]) == 0
+    assert "report written" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["label_subsets.json", "metrics.json", "pred_vs_true.png",
+                                                     "r2_vs_fraction.png", "report.md"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["epochs"] == 2 and metrics["config"]["lr_encoder"] == 1e-4  # flag over recipe
+    assert metrics["config"]["label_fractions"] == [0.5, 1.0] and metrics["config"]["redshift_like"] is True
+    records = metrics["records"]
+    assert len(records) == 3 * 2 * 2  # methods x fractions x seeds
+    assert {(r["method"], r["label_fraction"], r["seed"]) for r in records} == {
+        (m, f, s) for m in ("finetune", "scratch", "probe") for f in (0.5, 1.0) for s in (0, 1)}
+    for record in records:
+        assert {"method", "modality", "label_fraction", "seed", "n_train", "n_val", "n_test", "r2", "rmse", "bias",
+                "nmad", "outlier_fraction"} <= set(record)
+        assert all(np.isfinite(record[k]) for k in ("rmse", "nmad"))
+    tuned = [r for r in records if r["method"] == "finetune"]
+    assert all(r["lr_encoder"] < r["lr_head"] for r in tuned) and all(1 <= r["epochs"] <= 2 for r in tuned)
+    assert all(0 <= r["best_epoch"] <= 2 and 1 <= r["head_best_epoch"] <= 2 for r in tuned)  # head first
+    assert not any("head_best_epoch" in r for r in records if r["method"] != "finetune")
+    assert all(r["lr_encoder"] == r["lr_head"] == 1e-3 for r in records if r["method"] == "scratch")
+    assert len(metrics["summary"]) == 6 and all(s["n_seeds"] == 2 for s in metrics["summary"])
+    subsets = json.loads((out / "label_subsets.json").read_text())
+    test_ids = split_ids(world["data"], "test", with_spectrum=False)
+    assert all(not set(ids) & test_ids for seeds in subsets.values() for ids in seeds.values())
+    text = (out / "report.md").read_text()
+    assert "![r2_vs_fraction.png](r2_vs_fraction.png)" in text and "| finetune | 0.5 |" in text
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--target": "mystery"}, "manifest.json: no label 'mystery'"),
+    ({"--target": "kind"}, "label 'kind' is str, not numeric"),
+    ({"--modality": "image", "--model": "spectrum_only"}, "spectrum_only: the model has no image encoder"),
+    ({"--label-fraction": "1.5"}, "label fraction 1.5 is not in (0, 1]"),
+    ({"--model": "missing"}, "missing"),
+])
+def test_bad_input_is_one_line_and_exit_1(world, tmp_path, capsys, change, message):
+    change = {k: str(world["root"] / v) if k == "--model" else v for k, v in change.items()}
+    args = {"--model": str(world["model"]), "--data": str(world["data"]), "--modality": "spectrum",
+            "--target": "redshift", "--out": str(tmp_path / "r"), "--no-progress": None, **change}
+    argv = [item for pair in args.items() for item in pair if item is not None]
+    assert main(["finetune", *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("astrofm finetune: error:")
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_existing_report_is_kept_without_overwrite(world, tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    argv = ["finetune", "--model", str(world["model"]), "--data", str(world["data"]), "--modality", "spectrum",
+            "--target", "redshift", "--out", str(out), "--no-progress"]
+    assert main(argv) == 1
+    assert "exists (pass --overwrite" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == "{}"
+
+
+def test_the_report_module_reads_the_pretrained_model_once(world):
+    """A smoke check of the frozen-embedding path: the probe sees model.embed's vectors."""
+    model = load_model(world["model"])
+    rows = load_rows(str(world["data"]), "spectrum", "redshift", "val", num_workers=0)
+    vectors = finetune_report.frozen_embeddings(model, "spectrum", rows, batch_size=4)
+    with torch.no_grad():
+        expected = model.embed({"spectrum": rows.inputs})["spectrum"].numpy()
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
