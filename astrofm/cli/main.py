@@ -17,6 +17,7 @@ from astrofm.cli import (
     embed_cmd,
     finetune_cmd,
     index_cmd,
+    misspec_cmd,
     pretrain_cmd,
     quickstart_cmd,
     regress_cmd,
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval_cmd.add_parser(subparsers)
     regress_cmd.add_parser(subparsers)
     finetune_cmd.add_parser(subparsers)
+    misspec_cmd.add_parser(subparsers)
     return parser
 
 
