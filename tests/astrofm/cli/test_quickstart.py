@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -12,20 +13,33 @@ from tests.pretrain.conftest import quiet_env
 
 
 @pytest.mark.slow
-def test_quickstart_generates_pretrains_exports_and_reports_retrieval(tmp_path):
+def test_quickstart_runs_every_study_and_links_every_plot(tmp_path):
     out = tmp_path / "qs"
     result = subprocess.run([sys.executable, "-m", "astrofm.cli.main", "quickstart", "--out", str(out),
-                             "--n", "240", "--epochs", "1"], capture_output=True, text=True, timeout=600,
-                            env=quiet_env())
+                             "--n", "300", "--n-simulated", "100", "--epochs", "1", "--max-minutes", "0"],
+                            capture_output=True, text=True, timeout=900, env=quiet_env())
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "cross-modal retrieval on the test split" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["objects"] == 240 and summary["verify_ok"]
-    retrieval = summary["test_retrieval"]
+    assert summary["objects"] == 300 and summary["verify_ok"]
+    assert set(summary["simulated"]) == {"sim_slight", "sim_moderate", "sim_strong", "control"}
     for pair in ("spectrum-photometry", "spectrum-image", "photometry-image"):
-        assert 0.0 <= retrieval[f"top10/{pair}"] <= 1.0 and retrieval[f"pool/{pair}"] >= 2
+        assert 0.0 <= summary["test_retrieval"][pair]["top10"] <= 1.0
+    assert {(e["modality"], e["method"]) for e in summary["regression"]} == {
+        (m, p) for m in ("spectrum", "image") for p in ("knn", "mlp")}
+    for name, suite in summary["misspec"]["suites"].items():
+        assert 0.0 <= suite["auc"] <= 1.0 and 0.0 <= suite["p_value"] <= 1.0, name
+    assert 0.0 <= summary["misspec"]["uncovered_fraction"] <= 1.0
     assert (out / "pretrain" / "model" / "model.safetensors").is_file()
-    assert (out / "pretrain" / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "index" / "index.faiss").is_file()
+    # The printed table and the report carry the same studies; every plot the report links exists.
+    for heading in ("retrieval (test)", "redshift (test)", "misspecification"):
+        assert heading in result.stdout
+    report = (out / "report.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", report)
+    assert any(link.startswith("misspec/") and link.endswith(".png") for link in links)
+    assert any(link.startswith("retrieval/") for link in links) and any(link.startswith("regression/") for link in links)
+    for link in links:
+        assert (out / link).is_file(), link
 
 
 def test_quickstart_refuses_a_non_empty_folder(tmp_path, capsys):
@@ -34,3 +48,10 @@ def test_quickstart_refuses_a_non_empty_folder(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("mine")
     assert main(["quickstart", "--out", str(tmp_path)]) == 1
     assert "not empty" in capsys.readouterr().err
+
+
+def test_quickstart_refuses_a_survey_too_small_to_split(tmp_path, capsys):
+    from astrofm.cli.main import main
+
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--n", "10"]) == 1
+    assert "--n 10" in capsys.readouterr().err
