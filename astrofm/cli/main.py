@@ -16,6 +16,7 @@ from astrofm.cli import (
     data_cmd,
     embed_cmd,
     finetune_cmd,
+    generate_cmd,
     index_cmd,
     misspec_cmd,
     pretrain_cmd,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval_cmd.add_parser(subparsers)
     regress_cmd.add_parser(subparsers)
     finetune_cmd.add_parser(subparsers)
+    generate_cmd.add_parser(subparsers)
     misspec_cmd.add_parser(subparsers)
     return parser
 
