@@ -13,7 +13,9 @@ import json
 import time
 from pathlib import Path
 
-from astrofm.cli.quickstart_steps import REPO, SHIPPED_SUITES
+from astrofm.cli.quickstart_steps import SHIPPED_SUITES, QuickstartConfig
+
+DEFAULTS = QuickstartConfig(out="")  # one source for the defaults: the config dataclass
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,20 +25,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "report retrieval, redshift regression and the simulation-vs-observation study "
                     "(DIR/report.md). The default size takes about 10 minutes on 2 cores.")
     parser.add_argument("--out", required=True, help="output folder (created; must be empty or absent)")
-    parser.add_argument("--n", type=int, default=5000, help="objects in the observed survey (default 5000)")
+    parser.add_argument("--n", type=int, default=DEFAULTS.n,
+                        help=f"objects in the observed survey (default {DEFAULTS.n})")
     parser.add_argument("--n-simulated", type=int, metavar="N",
-                        help="objects per simulated suite (default: half of --n)")
+                        help="objects per simulated suite (default: half of --n, at most 2500)")
     parser.add_argument("--suites", nargs="+", default=list(SHIPPED_SUITES), metavar="SUITE",
                         help="simulated suites (configs/mock/NAME.yaml or a YAML path; default: "
                              f"{' '.join(SHIPPED_SUITES)})")
     parser.add_argument("--no-control", action="store_true",
                         help="leave out the control suite (observed physics, another seed)")
-    parser.add_argument("--epochs", type=int, default=10, help="pretraining epochs at most (default 10)")
-    parser.add_argument("--max-minutes", type=float, default=6.0,
-                        help="pretraining wall-time limit in minutes (default 6; 0: no limit)")
-    parser.add_argument("--recipe", default=str(REPO / "configs" / "pretrain" / "tiny.yaml"),
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
+                        help=f"pretraining epochs at most (default {DEFAULTS.epochs})")
+    parser.add_argument("--max-minutes", type=float, default=DEFAULTS.max_minutes,
+                        help=f"pretraining wall-time limit in minutes (default {DEFAULTS.max_minutes:g}; 0: no limit)")
+    parser.add_argument("--recipe", default=DEFAULTS.recipe,
                         help="pretraining recipe (default configs/pretrain/tiny.yaml)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed (default 0)")
     parser.add_argument("--workers", type=int, help="generator and loader processes (default: up to 2)")
     parser.set_defaults(handler=run)
 

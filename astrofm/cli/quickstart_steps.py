@@ -24,12 +24,12 @@ CONTROL_SUITE = "control"  # the observed physics drawn with another seed: the m
 @dataclass
 class QuickstartConfig:
     out: str
-    n: int = 5000  # objects in the observed survey
-    n_simulated: int | None = None  # objects per simulated suite; None: n // 2
+    n: int = 8000  # objects in the observed survey
+    n_simulated: int | None = None  # objects per simulated suite; None: half of n, at most 2,500
     suites: list[str] = field(default_factory=lambda: list(SHIPPED_SUITES))
     control: bool = True  # add a suite with the observed physics and another seed
-    epochs: int = 10  # pretraining epochs (an upper bound when max_minutes is set)
-    max_minutes: float | None = 6.0  # stop pretraining after this long (Lightning max_time)
+    epochs: int = 30  # pretraining epochs (an upper bound when max_minutes is set)
+    max_minutes: float | None = 7.0  # stop pretraining after this long (Lightning max_time)
     recipe: str = str(REPO / "configs" / "pretrain" / "tiny.yaml")
     seed: int = 0
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
@@ -38,7 +38,7 @@ class QuickstartConfig:
         if self.n < 50:
             raise ValueError(f"--n {self.n}: the quickstart needs at least 50 objects (train/val/test splits)")
         if self.n_simulated is None:
-            self.n_simulated = max(50, self.n // 2)
+            self.n_simulated = max(50, min(2500, self.n // 2))
         if self.n_simulated < 50:
             raise ValueError(f"--n-simulated {self.n_simulated}: need at least 50 objects per suite")
         if self.epochs < 1:
@@ -166,7 +166,7 @@ def headline(retrieval_metrics: dict[str, Any], regression_metrics: dict[str, An
                      f"R2 {mean['r2']:.3f}, NMAD {mean['nmad']:.4f}, cov68 {mean['coverage_68']:.2f}"))
     for name, entry in misspec_metrics["suites"].items():
         rows.append(("misspecification", f"{name} vs observed",
-                     f"AUC {entry['auc']:.3f} (p {entry['p_value']:.3g}), P(model) {entry['model_probability']:.3f}"))
+                     f"AUC {entry['auc']:.3f} (p {entry['p_value']:.3f}), P(model) {entry['model_probability']:.3f}"))
     rows.append(("misspecification", "observed objects no suite covers",
                  f"{misspec_metrics['uncovered_fraction']:.3f}"))
     return rows

@@ -25,12 +25,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label-fraction", nargs="+", type=float, default=[0.01, 0.1, 1.0], metavar="F",
                         help="fractions of the train split's labels (default: 0.01 0.1 1)")
     parser.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds per fraction (default: 3)")
-    parser.add_argument("--k", type=int, default=64, help="neighbours of the kNN probe (default: 64)")
+    parser.add_argument("--k", type=_k_value, default=None, metavar="K|auto",
+                        help="neighbours of the kNN probe: a number (AstroCLIP's zero-shot protocol: 64) or "
+                             "'auto', chosen on val from 4 8 16 32 64 128 (default: auto)")
     parser.add_argument("--redshift-like", choices=["auto", "yes", "no"], default="auto",
                         help="dz/(1+z) residuals for bias/NMAD/outliers (default: auto, from the target name)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR")
     parser.set_defaults(handler=run)
+
+
+def _k_value(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: need at least 1 neighbour")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

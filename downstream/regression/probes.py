@@ -1,8 +1,9 @@
 """Probes on frozen embeddings. Each `fit_*` sees only training rows (to fit) and validation rows (to choose
 hyper-parameters or stop early), and returns a `Probe`: a predict function plus what was chosen.
 
-    knn     distance-weighted k nearest neighbours (Euclidean on the embeddings, weights 1/d, k = 64 by
-            default: AstroCLIP's zero-shot protocol); an exact match (d = 0) takes that neighbour's value
+    knn     distance-weighted k nearest neighbours (Euclidean on the embeddings, weights 1/d); k picked on
+            validation MSE from KNN_GRID, or fixed (AstroCLIP's zero-shot protocol: k = 64); an exact
+            match (d = 0) takes that neighbour's value
     linear  ridge regression on standardised features, alpha picked on validation MSE from a log grid
     mlp     two hidden layers of 64 (GELU, dropout 0.1), AdamW, early stopping on validation MSE
     gaussian  the mlp's trunk with two outputs, mean and log-variance, trained by Gaussian negative
@@ -21,6 +22,7 @@ import numpy as np
 
 METHODS = ("knn", "linear", "mlp")  # the default methods of `astrofm regress`
 RIDGE_ALPHAS = tuple(10.0 ** e for e in range(-4, 5))
+KNN_GRID = (4, 8, 16, 32, 64, 128)  # k tried on validation when none is fixed
 
 
 @dataclass
@@ -49,10 +51,18 @@ def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, k: int)
     return (weights * y_train[nearest]).sum(axis=1) / weights.sum(axis=1)
 
 
-def fit_knn(x_train, y_train, x_val, y_val, k: int = 64, **_) -> Probe:
+def fit_knn(x_train, y_train, x_val, y_val, k: int | None = None, grid=KNN_GRID, **_) -> Probe:
+    """k fixed, or (k=None) the k of `grid` with the lowest validation MSE."""
     x_train, y_train = np.asarray(x_train, np.float32).copy(), np.asarray(y_train, np.float64).copy()
+    chosen: dict[str, Any] = {}
+    if k is None:
+        candidates = sorted({max(1, min(g, len(x_train))) for g in grid})
+        mse = {g: float(np.mean((knn_predict(x_train, y_train, x_val, g) - np.asarray(y_val)) ** 2))
+               for g in candidates}
+        k = min(mse, key=mse.get)
+        chosen["val_mse_by_k"] = mse
     k_used = max(1, min(k, len(x_train)))
-    return Probe(lambda x: knn_predict(x_train, y_train, x, k_used), {"k": k_used})
+    return Probe(lambda x: knn_predict(x_train, y_train, x, k_used), {"k": k_used, **chosen})
 
 
 def fit_linear(x_train, y_train, x_val, y_val, alphas=RIDGE_ALPHAS, **_) -> Probe:

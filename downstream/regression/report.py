@@ -48,7 +48,7 @@ class RegressionConfig:
     methods: list[str] = field(default_factory=lambda: list(probes.METHODS))  # knn, linear, mlp (+ gaussian)
     label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])  # of the train split
     seeds: int = 3  # seeds 0 .. seeds-1 (label subsets and MLP initialisation)
-    k: int = 64  # neighbours of the kNN probe
+    k: int | None = None  # neighbours of the kNN probe; None: chosen on val from probes.KNN_GRID
     redshift_like: bool | None = None  # dz/(1+z) residuals; None: decided from the target's name
     overwrite: bool = False
 

@@ -307,3 +307,21 @@ def test_a_split_without_objects_is_an_error(tmp_path, capsys):
                  "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err.strip()
     assert "the val split has 0" in err and "\n" not in err
+
+
+def test_knn_picks_k_on_validation_small_for_a_sharp_function_large_for_noise():
+    rng = np.random.default_rng(0)
+    x_train, x_val = rng.random((2000, 1)).astype(np.float32), rng.random((400, 1)).astype(np.float32)
+    sharp = probes.fit_knn(x_train, np.sin(40 * x_train[:, 0]), x_val, np.sin(40 * x_val[:, 0]))
+    noisy = probes.fit_knn(x_train, x_train[:, 0] + rng.normal(0, 1, 2000), x_val, x_val[:, 0] + rng.normal(0, 1, 400))
+    assert sharp.chosen["k"] <= 8 and noisy.chosen["k"] >= 64
+    assert set(sharp.chosen["val_mse_by_k"]) == set(probes.KNN_GRID)
+    assert probes.fit_knn(x_train, x_train[:, 0], x_val, x_val[:, 0], k=64).chosen == {"k": 64}
+
+
+def test_cli_k_must_be_a_number_or_auto(capsys):
+    from astrofm.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["regress", "--embeddings", "e", "--modality", "spectrum", "--target", "z", "--out", "o", "--k", "many"])
+    assert "neither a number nor 'auto'" in capsys.readouterr().err
