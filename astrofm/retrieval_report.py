@@ -17,7 +17,6 @@ Output: REPORT_DIR/metrics.json, REPORT_DIR/retrieval_curves.png, REPORT_DIR/lab
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 from astrofm.atomic import staged_folder
 from astrofm.embedstore.store import EmbeddingStore, table_vectors
 from astrofm.neighbour_plot import plot_query_neighbours
+from astrofm.reports import check_report_target, write_metrics
 
 NEIGHBOURS = 10
 
@@ -226,16 +226,12 @@ def _plots(folder: Path, metrics: dict[str, Any], curves: dict[str, np.ndarray])
 
 def write_report(config: RetrievalReportConfig) -> Path:
     """Compute the metrics and write REPORT_DIR (atomically: a temporary sibling renamed into place)."""
-    out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
-    if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
-        raise FileExistsError(f"{out}: a non-empty folder that is not a retrieval report; not replacing it")
+    out = check_report_target(config.out, config.overwrite, "retrieval report")
     store, tables = read_tables(config)
     metrics, curves = compute_metrics(config, store, tables)
     out.parent.mkdir(parents=True, exist_ok=True)
     with staged_folder(out) as staging:
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_metrics(staging, metrics)
         _plots(staging, metrics, curves)
         # A query with its neighbours, when the raw objects can be read (the store's dataset or --data).
         plot_query_neighbours(tables, dataset_path(config, store), staging / "neighbours.png")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from astrofm.atomic import staged_folder
+from astrofm.reports import check_report_target, write_metrics
 from downstream.finetune import train as training
 from downstream.finetune.config import FinetuneConfig
 from downstream.finetune.data import Rows, check_inputs, load_rows
@@ -149,23 +150,13 @@ def write_report(config: FinetuneConfig) -> Path:
     """Compute everything, then write REPORT_DIR atomically (a temporary sibling renamed into place)."""
     from downstream.finetune import plots
 
-    out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
-    if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
-        raise FileExistsError(f"{out}: a non-empty folder that is not a report; not replacing it")
+    out = check_report_target(config.out, config.overwrite, "fine-tuning report")
     metrics, shown = compute(config)
     with staged_folder(out) as staging:
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        write_metrics(staging, metrics)
         (staging / "label_subsets.json").write_text(json.dumps(shown["subset_ids"]) + "\n")
         images = [plots.r2_vs_fraction(staging, metrics["summary"], config.modality, config.target),
                   plots.pred_vs_true(staging, shown["y"], shown["predictions"], config.target,
                                      metrics["config"]["label_fractions"][-1])]
         (staging / "report.md").write_text(plots.markdown(metrics, images))
     return out
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

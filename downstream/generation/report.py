@@ -12,7 +12,6 @@ check on the true test targets}, generated_vs_true.png, chi2_distribution.png, c
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from astrofm.atomic import staged_folder
+from astrofm.reports import check_report_target, write_metrics
 from downstream.generation import methods
 from downstream.generation.codecs import RawFeatures, make_codec
 from downstream.generation.data import Pairs, check_modalities, load_splits
@@ -160,22 +160,10 @@ def write_report(config: GenerateConfig) -> Path:
     """Compute everything, then write REPORT_DIR atomically (a temporary sibling renamed into place)."""
     from downstream.generation import plots
 
-    out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
-    if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
-        raise FileExistsError(f"{out}: a non-empty folder that is not a report; not replacing it")
+    out = check_report_target(config.out, config.overwrite, "generation report")
     metrics, shown = compute(config)
     with staged_folder(out) as staging:
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        write_metrics(staging, metrics)
         images = plots.all_figures(staging, metrics, shown, config)
         (staging / "report.md").write_text(plots.markdown(metrics, images))
     return out
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -15,13 +15,13 @@ Output: REPORT_DIR/metrics.json, observed_objects.csv, PNG figures and report.md
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from astrofm.atomic import staged_folder
+from astrofm.reports import check_report_target, write_metrics
 from downstream.misspec.config import OBSERVED_SPLITS, SIMULATED_SPLITS, MisspecConfig
 from downstream.misspec.embed import Embedded
 
@@ -171,15 +171,11 @@ def write_report(config: MisspecConfig, observed: Embedded | None = None,
     """Compute everything, then write REPORT_DIR atomically (a temporary sibling renamed into place)."""
     from downstream.misspec import plots
 
-    out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "metrics.json").is_file())):
-        raise FileExistsError(f"{out}: not an empty folder or a misspec report; not replacing it")
+    out = check_report_target(config.out, config.overwrite, "misspec report")
     metrics, arrays = compute(config, observed, suites)
     names = list(arrays["suites"])
     with staged_folder(out) as staging:
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        write_metrics(staging, metrics)
         _write_objects(staging / "observed_objects.csv", arrays["observed"], names, arrays["probabilities"],
                        arrays["misfit"], arrays["covered"])
         images = [plots.embedding_map(staging, {"observed": arrays["observed"].x,
@@ -195,11 +191,3 @@ def write_report(config: MisspecConfig, observed: Embedded | None = None,
                 images.append(image)
         (staging / "report.md").write_text(plots.markdown(metrics, format_table(metrics), images))
     return out
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

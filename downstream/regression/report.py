@@ -20,7 +20,6 @@ metric_vs_fraction.png and report.md.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 
 from astrofm.atomic import staged_folder
 from astrofm.embedstore.store import EmbeddingStore, table_vectors
+from astrofm.reports import check_report_target, write_metrics
 from downstream.regression import conformal, probes
 from downstream.regression.metrics import coverage, gaussian_nll, is_redshift_like, normal_z, point_metrics
 
@@ -197,23 +197,13 @@ def write_report(config: RegressionConfig) -> Path:
     """Compute everything, then write REPORT_DIR atomically (a temporary sibling renamed into place)."""
     from downstream.regression import plots
 
-    out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
-    if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
-        raise FileExistsError(f"{out}: a non-empty folder that is not a report; not replacing it")
+    out = check_report_target(config.out, config.overwrite, "regression report")
     metrics, shown = compute(config)
     with staged_folder(out) as staging:
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        write_metrics(staging, metrics)
         fraction = metrics["config"]["label_fractions"][-1]
         images = [plots.pred_vs_true(staging, m, arrays, config.target, fraction) for m, arrays in shown.items()]
         images.append(plots.calibration(staging, shown, metrics["config"]["curve_levels"]))
         images.append(plots.metric_vs_fraction(staging, metrics["summary"]))
         (staging / "report.md").write_text(plots.markdown(metrics, images))
     return out
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
