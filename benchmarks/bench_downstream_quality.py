@@ -1,0 +1,64 @@
+"""Issue 5's quality targets on an embedding folder: redshift from spectrum and image embeddings by kNN,
+the MLP probe at 10% and all labels, and the coverage of the 68%/95% intervals, each beside its target.
+
+    python benchmarks/bench_downstream_quality.py --embeddings EMB_DIR [--seeds 2] [--out REPORT_DIR]
+
+EMB_DIR: `astrofm embed` of every split of a mock survey (the targets assume 20,000 objects and the tiny
+recipe). Runs `astrofm regress`'s own code (fit on train, k and early stopping on val, metrics on test)
+and prints ONE JSON object: per target the measured value, the target, and whether it is met. The
+10%-label comparison with a from-scratch model is benchmarks/bench_finetune.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+# (modality, method, label fraction, metric, lowest acceptable, highest acceptable)
+TARGETS = [
+    ("spectrum", "knn", 1.0, "r2", 0.98, None),  # AstroCLIP on DESI spectra: 0.99
+    ("image", "knn", 1.0, "r2", 0.80, None),  # AstroCLIP on Legacy Survey images: 0.79
+    ("spectrum", "mlp", 1.0, "coverage_68", 0.63, 0.73),
+    ("spectrum", "mlp", 1.0, "coverage_95", 0.92, 0.98),
+    ("image", "mlp", 1.0, "coverage_68", 0.63, 0.73),
+    ("image", "mlp", 1.0, "coverage_95", 0.92, 0.98),
+]
+
+
+def main() -> None:
+    from downstream.regression import RegressionConfig, write_report
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--embeddings", required=True, metavar="EMB_DIR")
+    parser.add_argument("--target", default="redshift")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--out", help="keep the regression report here (default: a temporary folder)")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(args.out or Path(scratch) / "report")
+        write_report(RegressionConfig(embeddings=args.embeddings, out=str(out), target=args.target,
+                                      modalities=["spectrum", "image"], methods=["knn", "mlp"],
+                                      label_fractions=[0.1, 1.0], seeds=args.seeds, overwrite=True))
+        metrics = json.loads((out / "metrics.json").read_text())
+    summary = {(e["modality"], e["method"], e["label_fraction"]): e for e in metrics["summary"]}
+    results = []
+    for modality, method, fraction, key, low, high in TARGETS:
+        value = summary[(modality, method, fraction)]["mean"][key]
+        met = (low is None or value >= low) and (high is None or value <= high)
+        results.append({"modality": modality, "method": method, "label_fraction": fraction, "metric": key,
+                        "measured": round(value, 4), "target": [low, high], "met": bool(met)})
+    table = [{"modality": m, "method": p, "label_fraction": f, **{k: round(e["mean"][k], 4) for k in
+              ("r2", "nmad", "outlier_fraction", "coverage_68", "coverage_95")}}
+             for (m, p, f), e in sorted(summary.items())]
+    print(json.dumps({"benchmark": "downstream_quality", "embeddings": args.embeddings, "target": args.target,
+                      "seeds": args.seeds, "targets": results, "table": table,
+                      "seconds": round(time.perf_counter() - start, 1)}))
+
+
+if __name__ == "__main__":
+    main()
