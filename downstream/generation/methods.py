@@ -19,6 +19,7 @@ import numpy as np
 
 from downstream.generation.data import Pairs
 from downstream.generation.progress import Progress
+from downstream.regression.probes import train_early_stopped
 
 MIN_GAIN = 2e-3  # relative val-loss gain that restarts the early-stopping patience
 KNN_CHUNK = 128  # test rows whose neighbours' spectra are gathered at once (k x L floats each)
@@ -46,10 +47,8 @@ def train_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     from torch import nn
 
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.GELU(), nn.Dropout(0.1),
                         nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, y.shape[1]))
-    optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     w = torch.from_numpy(np.asarray(weights, np.float32))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
@@ -57,29 +56,14 @@ def train_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     def loss_of(pred, truth):
         return ((pred - truth) ** 2 * w).sum(1).mean()
 
-    best, best_state, best_epoch, improved_epoch, epoch = float("inf"), None, 0, 0, 0
     bar = Progress(progress)
-    for epoch in range(1, epochs + 1):
-        net.train()
-        for rows in torch.randperm(len(xt), generator=generator).split(batch_size):
-            loss = loss_of(net(xt[rows]), yt[rows])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        net.eval()
-        with torch.no_grad():
-            val = float(loss_of(net(xv), yv))
-        if val < best * (1 - MIN_GAIN):  # patience restarts only on a real gain, not a crawl
-            improved_epoch = epoch
-        if val < best:
-            best, best_epoch = val, epoch
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    def report(epoch, val, best, best_epoch):
         bar.update(f"{name}: epoch {epoch}/{epochs}, val loss {val:.4f} (best {best:.4f} at epoch {best_epoch})")
-        if epoch - improved_epoch >= patience:
-            break
+
+    best, best_epoch, epoch = train_early_stopped(net, loss_of, xt, yt, xv, yv, seed, lr, 1e-4, batch_size, epochs,
+                                                  patience, min_gain=MIN_GAIN, tolerance=0.0, on_epoch=report)
     bar.done()
-    net.load_state_dict(best_state)
-    net.eval()
 
     def predict(features: np.ndarray) -> np.ndarray:
         with torch.no_grad():

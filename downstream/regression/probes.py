@@ -92,15 +92,19 @@ def mlp_trunk(in_dim: int, hidden: int = 64, dropout: float = 0.1, outputs: int 
                          nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, outputs))
 
 
-def _train_early_stopped(net, loss_fn, xt, yt, xv, yv, seed: int, lr: float, weight_decay: float,
-                         batch_size: int, max_epochs: int, patience: int) -> tuple[float, int, int]:
-    """AdamW on (xt, yt) minimising `loss_fn(net(x), y)`; keeps the weights of the best validation loss.
+def train_early_stopped(net, loss_fn, xt, yt, xv, yv, seed: int, lr: float, weight_decay: float,
+                        batch_size: int, max_epochs: int, patience: int, min_gain: float = 0.0,
+                        tolerance: float = 1e-6, on_epoch=None) -> tuple[float, int, int]:
+    """AdamW on (xt, yt) minimising `loss_fn(net(x), y)`; keeps the weights of the best validation loss
+    (better by more than `tolerance`) and stops `patience` epochs after the last gain that also beat the
+    best by the fraction `min_gain`, so that a slow crawl does not reset the patience.
+    `on_epoch(epoch, val, best, best_epoch)` is called after each epoch (progress).
     Returns (best validation loss, its epoch, epochs run)."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    best, best_state, best_epoch, epoch = float("inf"), None, 0, 0
+    best, best_state, best_epoch, gain_epoch, epoch = float("inf"), None, 0, 0, 0
     for epoch in range(1, max_epochs + 1):
         net.train()
         for rows in torch.randperm(len(xt), generator=generator).split(batch_size):
@@ -111,10 +115,14 @@ def _train_early_stopped(net, loss_fn, xt, yt, xv, yv, seed: int, lr: float, wei
         net.eval()
         with torch.no_grad():
             val = float(loss_fn(net(xv), yv))
-        if best_state is None or val < best - 1e-6:
+        if best_state is None or val < best * (1 - min_gain) - tolerance:
+            gain_epoch = epoch
+        if best_state is None or val < best - tolerance:
             best, best_epoch = val, epoch
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        elif epoch - best_epoch >= patience:
+        if on_epoch is not None:
+            on_epoch(epoch, val, best, best_epoch)
+        if epoch - gain_epoch >= patience:
             break
     net.load_state_dict(best_state)
     net.eval()
@@ -147,7 +155,7 @@ def fit_mlp(x_train, y_train, x_val, y_val, seed: int = 0, hidden: int = 64, dro
     features, targets, y_mean, y_scale = _scaled(x_train, y_train)
     torch.manual_seed(seed)
     net = mlp_trunk(np.shape(x_train)[1], hidden, dropout)
-    best, best_epoch, epochs = _train_early_stopped(
+    best, best_epoch, epochs = train_early_stopped(
         net, lambda out, y: nn.functional.mse_loss(out.squeeze(1), y), features(x_train), targets(y_train),
         features(x_val), targets(y_val), seed, lr, weight_decay, batch_size, max_epochs, patience)
 
@@ -178,7 +186,7 @@ def fit_gaussian(x_train, y_train, x_val, y_val, seed: int = 0, hidden: int = 64
     features, targets, y_mean, y_scale = _scaled(x_train, y_train)
     torch.manual_seed(seed)
     net = mlp_trunk(np.shape(x_train)[1], hidden, dropout, outputs=2)
-    best, best_epoch, epochs = _train_early_stopped(
+    best, best_epoch, epochs = train_early_stopped(
         net, gaussian_nll, features(x_train), targets(y_train), features(x_val), targets(y_val), seed, lr,
         weight_decay, batch_size, max_epochs, patience)
 
