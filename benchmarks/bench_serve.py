@@ -18,14 +18,14 @@ import asyncio
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from serving.process import served
 
 REPO = Path(__file__).resolve().parents[1]
 READY_SECONDS = 180
@@ -57,40 +57,14 @@ def build_world(root: Path, n: int, recipe: str) -> tuple[Path, Path, Path]:
     return model_dir, index, embeddings
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(args, model: Path, index: Path, embeddings: Path | None, port: int, log_file) -> subprocess.Popen:
-    command = [sys.executable, "-m", "astrofm.cli.main", "serve", "--model", str(model), "--index", str(index),
-               "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(args.max_batch),
-               "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning"]
+def serve_args(args, model: Path, index: Path, embeddings: Path | None) -> list[str]:
+    out = ["--model", str(model), "--index", str(index), "--max-batch", str(args.max_batch),
+           "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning"]
     if embeddings is not None:
-        command += ["--embeddings", str(embeddings)]
+        out += ["--embeddings", str(embeddings)]
     if args.threads:
-        command += ["--threads", str(args.threads)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "WANDB_MODE": "offline"}
-    env.pop("ASTROFM_API_KEY", None)
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-
-
-def wait_ready(process: subprocess.Popen, url: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with status {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"the server was not ready after {READY_SECONDS} s")
+        out += ["--threads", str(args.threads)]
+    return out
 
 
 async def load(url: str, clients: int, seconds: float, make_request) -> dict:
@@ -155,12 +129,11 @@ def main() -> int:
         else:
             model, index = Path(args.model), Path(args.index)
             embeddings = Path(args.embeddings) if args.embeddings else None
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with (root / "server.log").open("w") as server_log:
-            process = start_server(args, model, index, embeddings, port, server_log)
-        try:
-            wait_ready(process, url)
+        env = {**os.environ, "WANDB_MODE": "offline"}
+        env.pop("ASTROFM_API_KEY", None)
+        with served(serve_args(args, model, index, embeddings), root / "server.log", env=env,
+                    ready_s=READY_SECONDS) as server:
+            url = server.url
             info = httpx.get(f"{url}/v1/info", timeout=10).json()
             import pyarrow.parquet as pq
 
@@ -186,13 +159,6 @@ def main() -> int:
             log(f"embed: {embedded}")
             stats = httpx.get(f"{url}/v1/info", timeout=10).json()["batcher"]
             embedded["mean_objects_per_forward_pass"] = round(stats["objects"] / max(stats["batches"], 1), 2)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=20)
     errors = search["server_errors"] + embedded["server_errors"]
     print(json.dumps({
         "benchmark": "serve", "clients": args.clients, "seconds_per_endpoint": args.seconds,

@@ -5,55 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from serving.process import served
 from tests.serving.test_embed import _photometry, _spectrum
-
-REPO = Path(__file__).resolve().parents[2]
-READY_SECONDS = 120  # imports and model load on a busy 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(process: subprocess.Popen, url: str, log: Path, deadline_s: float = READY_SECONDS) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"astrofm serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"astrofm serve not ready after {deadline_s} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.mark.slow
 def test_serve_process(world, index_dir, tmp_path):
-    port, key = free_port(), "process-key"
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "ASTROFM_API_KEY": key, "WANDB_MODE": "offline",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "astrofm.cli.main", "serve", "--model", str(world.model), "--index",
-               str(index_dir), "--embeddings", str(world.embeddings), "--host", "127.0.0.1", "--port", str(port),
-               "--max-wait-ms", "20", "--log-level", "warning"]
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_ready(process, url, log)
+    key = "process-key"
+    env = {**os.environ, "ASTROFM_API_KEY": key, "WANDB_MODE": "offline"}
+    serve_args = ["--model", str(world.model), "--index", str(index_dir), "--embeddings", str(world.embeddings),
+                  "--max-wait-ms", "20", "--log-level", "warning"]
+    with served(serve_args, tmp_path / "serve.log", env=env) as server:
+        url = server.url
         assert httpx.get(f"{url}/v1/info", timeout=10).status_code == 401
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
@@ -74,11 +41,13 @@ def test_serve_process(world, index_dir, tmp_path):
         assert [r.json()["ids"][0] for r in responses[:12]] == [f"obj-{i:05d}" for i in range(1, 13)]
         stats = httpx.get(f"{url}/v1/info", headers=headers, timeout=10).json()["batcher"]
         assert stats["objects"] == 16 and stats["batches"] < 16  # concurrent requests shared passes
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
-    assert process.returncode in (0, -15), log.read_text()[-3000:]
+    assert server.process.returncode in (0, -15), server.log_tail()
+
+
+def test_a_server_that_cannot_start_fails_fast_with_its_log(tmp_path):
+    from serving.process import ServerStartError
+
+    with pytest.raises(ServerStartError, match="exited with 1(.|\n)*no such"):
+        with served(["--model", str(tmp_path / "missing"), "--index", str(tmp_path / "missing")],
+                    tmp_path / "serve.log", ready_s=60):
+            pass
