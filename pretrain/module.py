@@ -39,6 +39,8 @@ class ContrastivePretrainer(pl.LightningModule):
         use_augmentations: bool = True,
         optimizer: OptimizerConfig | None = None,
         retrieval_ks: tuple[int, ...] = (1, 10),
+        self_views: tuple[str, ...] = (),
+        self_view_weight: float = 1.0,
     ):
         """
         Args:
@@ -51,6 +53,11 @@ class ContrastivePretrainer(pl.LightningModule):
             use_augmentations: switch all augmentations off at once.
             optimizer: AdamW, warm-up and cosine settings.
             retrieval_ks: k values of the validation top-k cross-modal retrieval accuracy.
+            self_views: modalities that are also matched against a second augmented view of themselves
+                (e.g. ["spectrum"]: a new noise draw). The cross-modal loss keeps only what the modalities
+                share; this term keeps what identifies the object within its own modality, such as the
+                exact redshift in a spectrum's lines.
+            self_view_weight: weight of each self-view InfoNCE term beside the cross-modal loss.
         """
         super().__init__()
         if len(encoders) < 2:
@@ -63,6 +70,9 @@ class ContrastivePretrainer(pl.LightningModule):
         self.use_augmentations = use_augmentations
         self.optimizer_config = optimizer or OptimizerConfig()
         self.retrieval_ks = tuple(retrieval_ks)
+        self.self_views = tuple(self_views)
+        self.self_view_weight = float(self_view_weight)
+        self._check_self_views()
         self.data_info: dict[str, Any] = {}
         self._val_embeddings: dict[str, list[torch.Tensor]] = {}
         self._val_masks: dict[str, list[torch.Tensor]] = {}
@@ -95,10 +105,16 @@ class ContrastivePretrainer(pl.LightningModule):
         return {m: batch["mask"][m] for m in modalities}
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        source = batch
         if self.use_augmentations:
-            batch = augment_batch(batch, self.augment_config)
+            batch = augment_batch(source, self.augment_config)
         embeddings = self.model(batch)
         loss, parts = self.loss_fn(embeddings, self._masks(batch, embeddings), self.model.logit_scale)
+        for modality in self.self_views:
+            if modality in embeddings:
+                view_loss, view_parts = self._self_view_loss(source, modality, embeddings[modality])
+                loss = loss + self.self_view_weight * view_loss
+                parts.update(view_parts)
         self._stop_on_non_finite(loss, parts)
         size = len(batch["id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -106,6 +122,25 @@ class ContrastivePretrainer(pl.LightningModule):
             self.log(f"train/loss/{pair}", value, batch_size=size)
         self.log("logit_scale", self.model.logit_scale.detach().exp(), prog_bar=True, batch_size=size)
         return loss
+
+    def _check_self_views(self) -> None:
+        unknown = set(self.self_views) - set(self.model.modalities)
+        if unknown:
+            raise ValueError(f"self_views {sorted(unknown)}: no such encoder (the model has {self.model.modalities})")
+        switched = {"spectrum": self.augment_config.spectrum_noise, "photometry": self.augment_config.photometry_noise,
+                    "image": self.augment_config.image_rot90 or self.augment_config.image_flip}
+        identical = [m for m in self.self_views if not (self.use_augmentations and switched.get(m, False))]
+        if identical:
+            raise ValueError(f"self_views {identical}: the second view would equal the first; switch on that "
+                             f"modality's augmentation (augment.spectrum_noise, ...)")
+
+    def _self_view_loss(self, source: dict, modality: str, first: torch.Tensor):
+        """InfoNCE between `first` (the embedding of one augmented view) and a second, independent view."""
+        view = augment_batch({"mask": source["mask"], modality: source[modality]}, self.augment_config)
+        second = self.model(view)[modality]
+        mask = source["mask"][modality]
+        return self.loss_fn({modality: first, f"{modality}_view": second},
+                            {modality: mask, f"{modality}_view": mask}, self.model.logit_scale)
 
     def _stop_on_non_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         finite = bool(torch.isfinite(loss.detach()).item())

@@ -78,3 +78,26 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
     assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.55, abs=0.01)
     assert factors[-1] == pytest.approx(0.1, abs=1e-3)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+
+
+def test_self_view_term_matches_a_spectrum_with_a_new_noise_draw_of_itself(latent_dataset):
+    torch.manual_seed(0)
+    module = tiny_module(self_views=("spectrum",), self_view_weight=0.5)
+    module.model.set_statistics(load_manifest(latent_dataset).to_dict())
+    spec, rng = DatasetSpec(), np.random.default_rng(2)
+    batch = collate_samples([latent_sample(i, spec, rng) for i in range(16)], spec.modalities)
+    first = module.model(batch)["spectrum"]
+    loss, parts = module._self_view_loss(batch, "spectrum", first)
+    assert list(parts) == ["spectrum-spectrum_view"]
+    assert 0.0 < float(loss) < 2 * math.log(16)  # an untrained InfoNCE over 16 objects, not a trivial 0
+    loss.backward()
+    spectrum_grads = [p.grad for p in module.model.encoders["spectrum"].parameters() if p.grad is not None]
+    assert spectrum_grads and any(float(g.abs().sum()) > 0 for g in spectrum_grads)
+    assert all(p.grad is None for p in module.model.encoders["image"].parameters())
+
+
+def test_self_views_need_an_encoder_and_an_augmentation_that_makes_a_second_view():
+    with pytest.raises(ValueError, match="no such encoder"):
+        tiny_module(self_views=("radio",))
+    with pytest.raises(ValueError, match="second view would equal the first"):
+        tiny_module(self_views=("spectrum",), use_augmentations=False)
