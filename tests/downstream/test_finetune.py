@@ -27,16 +27,7 @@ RECIPE = REPO / "configs" / "downstream" / "finetune_tiny.yaml"
 FAST = {"epochs": 2, "patience": 2, "batch_size": 8, "eval_batch_size": 32, "num_workers": 0, "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import faiss
-
-    before = faiss.omp_get_max_threads(), torch.get_num_threads()
-    faiss.omp_set_num_threads(1)
-    torch.set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before[0])
-    torch.set_num_threads(before[1])
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

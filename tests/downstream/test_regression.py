@@ -15,18 +15,7 @@ from astrofm.embedstore.store import EMBEDDINGS_FORMAT, vectors_array
 from downstream.regression import conformal, metrics, probes, report
 from downstream.regression.report import RegressionConfig, compute, label_subset
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import faiss
-    import torch
-
-    before = faiss.omp_get_max_threads(), torch.get_num_threads()
-    faiss.omp_set_num_threads(1)
-    torch.set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before[0])
-    torch.set_num_threads(before[1])
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_world(n: int, dim: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
