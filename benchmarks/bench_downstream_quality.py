@@ -7,6 +7,10 @@ EMB_DIR: `astrofm embed` of every split of a mock survey (the targets assume 20,
 recipe). Runs `astrofm regress`'s own code (fit on train, k and early stopping on val, metrics on test)
 and prints ONE JSON object: per target the measured value, the target, and whether it is met. The
 10%-label comparison with a from-scratch model is benchmarks/bench_finetune.py.
+
+Beside the targets it reports information ceilings (downstream.regression.ceiling): the same MLP probe
+fitted on noise-free catalogue columns, e.g. the exact g, r, z fluxes and light profile for images. A
+target above its modality's ceiling asks for information the mock data do not hold.
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ TARGETS = [
 
 
 def main() -> None:
+    from astrofm.embedstore.store import EmbeddingStore
     from downstream.regression import RegressionConfig, write_report
+    from downstream.regression.ceiling import information_ceilings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embeddings", required=True, metavar="EMB_DIR")
     parser.add_argument("--target", default="redshift")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", help="keep the regression report here (default: a temporary folder)")
+    parser.add_argument("--no-ceilings", action="store_true", help="skip the information ceilings")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -55,8 +62,14 @@ def main() -> None:
     table = [{"modality": m, "method": p, "label_fraction": f, **{k: round(e["mean"][k], 4) for k in
               ("r2", "nmad", "outlier_fraction", "coverage_68", "coverage_95")}}
              for (m, p, f), e in sorted(summary.items())]
+    ceilings = {} if args.no_ceilings else {
+        name: {"columns": c["columns"], **{k: round(v, 4) for k, v in c["mean"].items()}}
+        for name, c in information_ceilings(EmbeddingStore.open(args.embeddings), args.target, seeds=1).items()}
+    for result in results:
+        if result["metric"] == "r2" and result["modality"] in ceilings:
+            result["noise_free_ceiling"] = ceilings[result["modality"]]["r2"]
     print(json.dumps({"benchmark": "downstream_quality", "embeddings": args.embeddings, "target": args.target,
-                      "seeds": args.seeds, "targets": results, "table": table,
+                      "seeds": args.seeds, "targets": results, "table": table, "information_ceilings": ceilings,
                       "seconds": round(time.perf_counter() - start, 1)}))
 
 

@@ -1,0 +1,82 @@
+"""Information ceilings: how well a label can be predicted from noise-free catalogue columns.
+
+The mock universe records every object's true fluxes and shape beside its noisy observations. An MLP
+probe fitted on those true columns (train split, early-stopped on val, scored on test, as `astrofm
+regress` does) bounds what an encoder of the noisy, PSF-blurred data can reach: no image encoder knows
+more about redshift than the galaxy's exact g, r, z fluxes and profile. A quality target above the
+ceiling asks for information the data do not hold.
+
+    ceilings = information_ceilings(EmbeddingStore.open("EMB_DIR"), "redshift", CEILING_COLUMNS, seeds=2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from downstream.regression import probes
+from downstream.regression.metrics import is_redshift_like, point_metrics
+from downstream.regression.report import SPLITS, _target
+
+# What each modality could at best measure of an object, as mock catalogue columns.
+CEILING_COLUMNS: dict[str, tuple[str, ...]] = {
+    # a perfect image: the exact g, r, z fluxes and the exact light profile
+    "image": ("flux_true_g", "flux_true_r", "flux_true_z", "half_light_radius_arcsec", "sersic_index",
+              "axis_ratio", "bulge_fraction"),
+    # perfect photometry in the five bands
+    "photometry": ("flux_true_g", "flux_true_r", "flux_true_z", "flux_true_W1", "flux_true_W2"),
+}
+LOG_PREFIXES = ("flux_", "half_light_radius")  # positive, spanning decades: fitted in log10
+LOG_FLOOR = 1e-6  # log10 of a non-positive true flux (none in the mock) would be -inf
+
+
+def catalogue_features(table, columns: Sequence[str], where: str) -> np.ndarray:
+    """(N, len(columns)) float64; fluxes and radii in log10. Unknown columns raise, naming them."""
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{where}: no catalogue column(s) {missing} for the information ceiling "
+                         f"(a store of a mock survey has them)")
+    out = []
+    for name in columns:
+        values = _target(table, name, where)
+        out.append(np.log10(np.clip(values, LOG_FLOOR, None)) if name.startswith(LOG_PREFIXES) else values)
+    return np.stack(out, axis=1)
+
+
+def ceiling(table, target: str, columns: Sequence[str], seeds: int, where: str) -> dict[str, Any]:
+    """Mean and std over seeds of the MLP probe's test metrics, from `columns` to `target`."""
+    x = catalogue_features(table, columns, where)
+    y = _target(table, target, where)
+    split = np.array(table.column("split").to_pylist(), dtype=object)
+    rows = {}
+    for name in SPLITS:
+        keep = np.flatnonzero((split == name) & np.isfinite(y) & np.isfinite(x).all(axis=1))
+        if keep.size < 2:
+            raise ValueError(f"{where}: the {name} split has {keep.size} objects with finite {target!r} and "
+                             f"catalogue columns; need at least 2")
+        rows[name] = keep
+    redshift_like = is_redshift_like(target)
+    runs = []
+    for seed in range(seeds):
+        probe = probes.fit_mlp(x[rows["train"]], y[rows["train"]], x[rows["val"]], y[rows["val"]], seed=seed)
+        runs.append(point_metrics(y[rows["test"]], probe.predict(x[rows["test"]]), redshift_like))
+    keys = runs[0].keys()
+    return {"columns": list(columns), "seeds": seeds, "n_train": int(rows["train"].size),
+            "n_test": int(rows["test"].size),
+            "mean": {k: float(np.mean([r[k] for r in runs])) for k in keys},
+            "std": {k: float(np.std([r[k] for r in runs])) for k in keys}}
+
+
+def information_ceilings(store, target: str = "redshift",
+                         columns: Mapping[str, Sequence[str]] = CEILING_COLUMNS,
+                         seeds: int = 2) -> dict[str, dict[str, Any]]:
+    """name -> ceiling(...) for each entry of `columns`, read from any modality of an embedding store
+    (every modality's table carries the same labels)."""
+    if not store.modalities:
+        raise ValueError(f"{store.path}: the embedding store has no modalities")
+    modality = store.modalities[0]
+    table = store.read(modality, splits=list(SPLITS))
+    where = f"{store.path} ({modality})"
+    return {name: ceiling(table, target, cols, seeds, where) for name, cols in columns.items()}

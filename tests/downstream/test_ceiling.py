@@ -1,0 +1,50 @@
+"""Information ceilings: the MLP probe on noise-free catalogue columns, fitted on train, scored on test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from astrofm.embedstore.store import EMBEDDINGS_FORMAT, EmbeddingStore, vectors_array
+from downstream.regression.ceiling import catalogue_features, information_ceilings
+from tests.downstream.test_regression import split_labels
+
+
+def catalogue_store(folder, n: int = 900, seed: int = 0):
+    """Redshift is a smooth function of two "fluxes" (fitted in log10); a third column is pure noise."""
+    rng = np.random.default_rng(seed)
+    log_g, log_r = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    columns = {"flux_true_g": 10 ** log_g, "flux_true_r": 10 ** log_r, "noise": rng.normal(size=n),
+               "redshift": 0.5 + 0.2 * log_g - 0.1 * log_r ** 2}
+    folder.mkdir()
+    table = pa.table({"id": [f"o{i:04d}" for i in range(n)], "split": split_labels(n, seed + 1),
+                      "embedding": vectors_array(rng.normal(size=(n, 4)).astype(np.float32)), **columns})
+    pq.write_table(table, folder / "spectrum.parquet")
+    (folder / "manifest.json").write_text(json.dumps({
+        "format": EMBEDDINGS_FORMAT, "format_version": 1, "dimension": 4,
+        "modalities": {"spectrum": {"file": "spectrum.parquet", "count": n}}}))
+    return EmbeddingStore.open(folder)
+
+
+def test_a_target_fixed_by_the_columns_has_a_ceiling_near_one_and_noise_has_none(tmp_path, one_thread):
+    store = catalogue_store(tmp_path / "emb")
+    ceilings = information_ceilings(store, "redshift", {"fluxes": ("flux_true_g", "flux_true_r"),
+                                                        "noise": ("noise",)}, seeds=1)
+    assert ceilings["fluxes"]["mean"]["r2"] > 0.95
+    assert ceilings["noise"]["mean"]["r2"] < 0.1
+    assert ceilings["fluxes"]["n_test"] == split_labels(900, 1).count("test")  # scored on the test split only
+    assert ceilings["fluxes"]["columns"] == ["flux_true_g", "flux_true_r"]
+
+
+def test_fluxes_are_fitted_in_log_and_a_missing_column_is_named(tmp_path):
+    store = catalogue_store(tmp_path / "emb", n=60)
+    table = store.read("spectrum", splits=["train", "val", "test"])
+    features = catalogue_features(table, ["flux_true_g", "noise"], "here")
+    np.testing.assert_allclose(features[:, 0], np.log10(table.column("flux_true_g").to_numpy()))
+    np.testing.assert_allclose(features[:, 1], table.column("noise").to_numpy())
+    with pytest.raises(ValueError, match=r"here: no catalogue column\(s\) \['half_light_radius_arcsec'\]"):
+        catalogue_features(table, ["flux_true_g", "half_light_radius_arcsec"], "here")
