@@ -20,6 +20,7 @@ from astrofm.losses import ContrastiveLossConfig, MultiModalContrastiveLoss
 from astrofm.models.multimodal import MultiModalModel
 from astrofm.retrieval import pairwise_retrieval
 from pretrain.export import CHECKPOINT_KEY
+from pretrain.masked_spectrum import MaskedSpectrumConfig, MaskedSpectrumHead, span_mask
 from pretrain.optim import OptimizerConfig, build_optimizer
 
 
@@ -41,6 +42,7 @@ class ContrastivePretrainer(pl.LightningModule):
         retrieval_ks: tuple[int, ...] = (1, 10),
         self_views: tuple[str, ...] = (),
         self_view_weight: float = 1.0,
+        masked_spectrum: MaskedSpectrumConfig | None = None,
     ):
         """
         Args:
@@ -58,6 +60,8 @@ class ContrastivePretrainer(pl.LightningModule):
                 share; this term keeps what identifies the object within its own modality, such as the
                 exact redshift in a spectrum's lines.
             self_view_weight: weight of each self-view InfoNCE term beside the cross-modal loss.
+            masked_spectrum: masked-spectrum modelling beside the contrastive loss (weight 0: off), as
+                AstroCLIP pretrains SpecFormer; see pretrain.masked_spectrum.
         """
         super().__init__()
         if len(encoders) < 2:
@@ -73,6 +77,13 @@ class ContrastivePretrainer(pl.LightningModule):
         self.self_views = tuple(self_views)
         self.self_view_weight = float(self_view_weight)
         self._check_self_views()
+        self.masked_spectrum_config = masked_spectrum or MaskedSpectrumConfig()
+        self.masked_spectrum_head = None  # training only: export keeps `model.*`, not this head
+        if self.masked_spectrum_config.enabled:
+            if "spectrum" not in self.model.encoders:
+                raise ValueError(f"masked_spectrum.weight > 0 needs a spectrum encoder (the model has "
+                                 f"{self.model.modalities})")
+            self.masked_spectrum_head = MaskedSpectrumHead(self.model.encoders["spectrum"], self.masked_spectrum_config)
         self.data_info: dict[str, Any] = {}
         self._val_embeddings: dict[str, list[torch.Tensor]] = {}
         self._val_masks: dict[str, list[torch.Tensor]] = {}
@@ -115,6 +126,9 @@ class ContrastivePretrainer(pl.LightningModule):
                 view_loss, view_parts = self._self_view_loss(source, modality, embeddings[modality])
                 loss = loss + self.self_view_weight * view_loss
                 parts.update(view_parts)
+        if self.masked_spectrum_head is not None and batch.get("spectrum") is not None:
+            parts["masked_spectrum"] = self._masked_spectrum_loss(batch)
+            loss = loss + self.masked_spectrum_config.weight * parts["masked_spectrum"]
         self._stop_on_non_finite(loss, parts)
         size = len(batch["id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -142,6 +156,16 @@ class ContrastivePretrainer(pl.LightningModule):
         return self.loss_fn({modality: first, f"{modality}_view": second},
                             {modality: mask, f"{modality}_view": mask}, self.model.logit_scale)
 
+    def _masked_spectrum_loss(self, batch: dict, seed: int | None = None) -> torch.Tensor:
+        """seed: draw the hidden spans from it (validation: the same spans every epoch); None: fresh ones."""
+        hidden = None
+        if seed is not None:
+            flux = batch["spectrum"]["flux"]
+            hidden = span_mask(*flux.shape, self.masked_spectrum_config,
+                               generator=torch.Generator().manual_seed(seed)).to(flux.device)
+        return self.masked_spectrum_head(self.model.encoders["spectrum"], batch["spectrum"],
+                                         batch["mask"]["spectrum"], hidden)
+
     def _stop_on_non_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         finite = bool(torch.isfinite(loss.detach()).item())
         # Every rank decides together, so no rank is left waiting in an all-reduce.
@@ -157,7 +181,7 @@ class ContrastivePretrainer(pl.LightningModule):
 
     def configure_optimizers(self) -> dict:
         total = int(self.trainer.estimated_stepping_batches)
-        return build_optimizer(self.model, self.optimizer_config, total)
+        return build_optimizer(self, self.optimizer_config, total)  # the model and any training-only head
 
     # Validation: loss, and cross-modal retrieval among a fixed pool ----------------------------
     def on_validation_epoch_start(self) -> None:
@@ -169,6 +193,9 @@ class ContrastivePretrainer(pl.LightningModule):
         # Every rank reads the whole val split: score it locally, without a gather across ranks.
         loss, _ = self.loss_fn(embeddings, masks, self.model.logit_scale, gather=False)
         self.log("val/loss", loss, batch_size=len(batch["id"]), sync_dist=False)
+        if self.masked_spectrum_head is not None and batch.get("spectrum") is not None:
+            self.log("val/loss/masked_spectrum", self._masked_spectrum_loss(batch, seed=batch_index),
+                     batch_size=len(batch["id"]), sync_dist=False)
         for modality, values in embeddings.items():
             self._val_embeddings.setdefault(modality, []).append(values.detach().float().cpu())
             self._val_masks.setdefault(modality, []).append(masks[modality].cpu())

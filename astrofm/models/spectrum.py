@@ -142,25 +142,37 @@ class SpectrumEncoder(nn.Module):
         self.register_buffer("flux_scale", scale.to(device))
         self.register_buffer("noise_median", noise.to(device))
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def standardised(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Steps 1-3 of `forward`: x (B, L) as the transformer reads it (zero where invalid), valid (B, L),
+        and the brightness (B, 2) = (asinh mean, log std), None without per_object_scale. Masked-spectrum
+        pretraining reads its targets here, in the units the encoder sees."""
         flux, ivar = inputs["flux"], inputs["ivar"]  # (B, L), (B, L)
         config = self.config
         if flux.ndim != 2 or flux.shape[1] != config.n_pixels or ivar.shape != flux.shape:
             raise ValueError(f"spectrum flux {tuple(flux.shape)} and ivar {tuple(ivar.shape)}: "
                              f"expected (B, {config.n_pixels}) each")
-        B = flux.shape[0]
         valid = (ivar > 0) & torch.isfinite(ivar) & torch.isfinite(flux)  # (B, L)
         zero = flux.new_zeros(())
         x = torch.where(valid, (flux - self.flux_median) / self.flux_scale, zero)  # (B, L) standardised
+        if not config.per_object_scale:
+            return x, valid, None
+        n_valid = valid.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
+        mean = x.sum(1, keepdim=True) / n_valid  # (B, 1)
+        var = torch.where(valid, x - mean, zero).square().sum(1, keepdim=True) / n_valid
+        std = var.sqrt().clamp(min=config.scale_floor)  # (B, 1)
+        x = torch.where(valid, (x - mean) / std, zero)  # (B, L)
+        return x, valid, torch.cat([torch.asinh(mean), torch.log(std)], dim=1)
+
+    def forward(self, inputs: dict[str, torch.Tensor], return_patches: bool = False):
+        """(B, dim) pooled features; with return_patches, also the patch tokens' outputs (B, n_patches, dim),
+        which masked-spectrum pretraining decodes."""
+        config = self.config
+        x, valid, brightness = self.standardised(inputs)
+        flux, ivar = inputs["flux"], inputs["ivar"]
+        B, zero = flux.shape[0], flux.new_zeros(())
 
         prefix = [self.cls_token.expand(B, 1, -1)]  # tokens before the patches, never masked
-        if config.per_object_scale:
-            n_valid = valid.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
-            mean = x.sum(1, keepdim=True) / n_valid  # (B, 1)
-            var = torch.where(valid, x - mean, zero).square().sum(1, keepdim=True) / n_valid
-            std = var.sqrt().clamp(min=config.scale_floor)  # (B, 1)
-            x = torch.where(valid, (x - mean) / std, zero)  # (B, L)
-            brightness = torch.cat([torch.asinh(mean), torch.log(std)], dim=1)  # (B, 2)
+        if brightness is not None:
             prefix.append(self.scale_embed(brightness)[:, None, :])  # (B, 1, D)
 
         channels = [x, valid.to(flux.dtype)]
@@ -179,6 +191,8 @@ class SpectrumEncoder(nn.Module):
         sequence = torch.cat(prefix + [tokens], dim=1)  # (B, T, D), T = len(prefix) + N
         keep = torch.cat([patch_valid.new_ones(B, len(prefix)), patch_valid], dim=1)  # (B, T)
         hidden = self.transformer(sequence, keep)  # (B, T, D)
-        if config.pool == "cls":
-            return hidden[:, 0]  # (B, D)
-        return masked_mean(hidden, keep)  # (B, D)
+        pooled = hidden[:, 0] if config.pool == "cls" else masked_mean(hidden, keep)  # (B, D)
+        if return_patches:
+            # Invalid patches are never attended to, but their queries still read the valid tokens.
+            return pooled, hidden[:, len(prefix):]
+        return pooled

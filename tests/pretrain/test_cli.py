@@ -135,3 +135,18 @@ def test_pretrain_help_lists_the_subcommands(capsys):
     out = capsys.readouterr().out
     assert "astrofm pretrain fit --config" in out and "astrofm pretrain export --ckpt" in out
     assert main(["pretrain"]) == 2
+
+
+def test_fit_with_masked_spectrum_modelling_logs_the_term_and_exports_the_plain_model(latent_dataset, tmp_path):
+    run = tmp_path / "run"
+    result = _run(["pretrain", "fit", "--config", str(TINY_RECIPE), "--data.path", str(latent_dataset),
+                   "--trainer.default_root_dir", str(run), "--trainer.max_steps", "3",
+                   "--model.masked_spectrum.weight", "0.5", *FAST])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = next((run / "logs").rglob("metrics.csv")).read_text()
+    assert "train/loss/masked_spectrum" in metrics and "val/loss/masked_spectrum" in metrics
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert any(k.startswith("masked_spectrum_head.") for k in checkpoint["state_dict"])  # resumable
+    assert any(g["params"] for g in checkpoint["optimizer_states"][0]["param_groups"])
+    model = astrofm.load_model(run / "model")  # strict load: the head is not in the model folder
+    assert model.embed(_first_batch(latent_dataset))["spectrum"].shape == (16, 128)
