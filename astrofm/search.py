@@ -13,6 +13,7 @@ file or index concerned (the CLI prints them as one line).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,15 +240,27 @@ def search(config: SearchConfig) -> SearchResult:
         hits=hits)
 
 
-def format_table(result: SearchResult, max_label_columns: int = 6) -> str:
-    """A readable table: rank, id, score, then the split and up to `max_label_columns` labels."""
+# Shown first when the hits carry them: what an astronomer checks a neighbour by.
+LEADING_LABELS = ("split", "redshift", "mag_r", "galaxy_type", "log_stellar_mass", "log_sfr")
+
+
+def format_table(result: SearchResult, max_label_columns: int = 6, labels: Sequence[str] | None = None) -> str:
+    """A readable table: rank, id, score, then `labels` (default: the split, redshift, magnitude, type,
+    mass and SFR where present, then the others, up to `max_label_columns`)."""
     q, ix = result.query, result.index
     lines = [f"query {q['id']} ({q['modality']}, from {q['source']}) -> {ix['modality']} index {ix['path']} "
              f"({ix['count']} vectors, {ix['kind']})"]
-    names: list[str] = []
+    present: list[str] = []
     for hit in result.hits:
-        names.extend(n for n in hit.labels if n not in names)
-    names = names[:max_label_columns]
+        present.extend(n for n in hit.labels if n not in present)
+    if labels:
+        unknown = [n for n in labels if n not in present]
+        if unknown:
+            raise ValueError(f"{ix['path']}: no label(s) {unknown} in the index (it has {', '.join(present) or 'none'})")
+        names = list(labels)
+    else:
+        names = [n for n in LEADING_LABELS if n in present] + [n for n in present if n not in LEADING_LABELS]
+        names = names[:max_label_columns]
     rows = [["rank", "id", "score", *names]]
     for hit in result.hits:
         mark = " *" if hit.is_query else ""

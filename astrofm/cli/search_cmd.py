@@ -32,6 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--query-file", metavar="FILE", help="SDSS spectrum FITS file or FITS image cut-out")
     parser.add_argument("--k", "-k", type=int, default=10, help="neighbours to return (default: 10)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--labels", nargs="+", metavar="NAME",
+                        help="label columns of the table (default: split, redshift, mag_r, ... where present)")
     parser.add_argument("--ef-search", type=int, help="HNSW search beam (default: the index's)")
     parser.add_argument("--nprobe", type=int, help="IVF lists to search (default: the index's)")
     parser.add_argument("--no-verify", action="store_true", help="skip the index checksum check")
@@ -52,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
                           mmap=not args.no_mmap, allow_other_model=args.allow_other_model,
                           search_params=params or None)
     result = search(config)
-    print(json.dumps(result.to_json(), indent=2) if args.json else format_table(result))
+    print(json.dumps(result.to_json(), indent=2) if args.json else format_table(result, labels=args.labels))
     return 0

@@ -81,6 +81,16 @@ def test_plain_output_is_a_table(world, spectrum_index, capsys):
     assert lines[2].split()[0] == "1" and lines[2].split()[1].startswith("obj-")
 
 
+def test_table_leads_with_redshift_and_takes_chosen_labels(world, spectrum_index, capsys):
+    ids, _ = _vectors(world, "spectrum")
+    code, out, _ = _cli(capsys, "--index", spectrum_index, "--id", ids[0], "-k", 2)
+    assert code == 0 and out.splitlines()[1].split()[3:5] == ["split", "redshift"]
+    code, out, _ = _cli(capsys, "--index", spectrum_index, "--id", ids[0], "-k", 2, "--labels", "redshift")
+    assert code == 0 and out.splitlines()[1].split() == ["rank", "id", "score", "redshift"]
+    code, _, err = _cli(capsys, "--index", spectrum_index, "--id", ids[0], "--labels", "colour")
+    assert code != 0 and "no label(s) ['colour']" in err and "redshift" in err
+
+
 def test_cross_modal_query_uses_the_other_modality_and_marks_the_object(world, spectrum_index, capsys):
     ids, vectors = _vectors(world, "spectrum")
     image_ids, image_vectors = _vectors(world, "image")
