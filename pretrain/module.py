@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from astrofm import __version__
 from astrofm.augment import AugmentConfig, augment_batch
@@ -85,6 +86,7 @@ class ContrastivePretrainer(pl.LightningModule):
                                  f"{self.model.modalities})")
             self.masked_spectrum_head = MaskedSpectrumHead(self.model.encoders["spectrum"], self.masked_spectrum_config)
         self.data_info: dict[str, Any] = {}
+        self._time_fraction = 0.0  # share of Trainer max_time used, rank 0's clock (anneal_by_time)
         self._val_embeddings: dict[str, list[torch.Tensor]] = {}
         self._val_masks: dict[str, list[torch.Tensor]] = {}
 
@@ -181,7 +183,23 @@ class ContrastivePretrainer(pl.LightningModule):
 
     def configure_optimizers(self) -> dict:
         total = int(self.trainer.estimated_stepping_batches)
-        return build_optimizer(self, self.optimizer_config, total)  # the model and any training-only head
+        by_time = self.optimizer_config.anneal_by_time and self._timer() is not None
+        # The model and any training-only head.
+        return build_optimizer(self, self.optimizer_config, total, (lambda: self._time_fraction) if by_time else None)
+
+    def _timer(self) -> Timer | None:
+        """Lightning's Timer callback when the Trainer has a max_time, else None."""
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        return timer if timer is not None and timer.time_remaining() is not None else None
+
+    def on_train_batch_start(self, batch: Any, batch_index: int) -> None:
+        timer = self._timer() if self.optimizer_config.anneal_by_time else None
+        if timer is None:
+            return
+        elapsed, remaining = timer.time_elapsed(), timer.time_remaining()
+        local = min(1.0, elapsed / max(elapsed + remaining, 1e-9))
+        # Every rank must step with the same learning rate, so all take rank 0's clock.
+        self._time_fraction = float(self.trainer.strategy.broadcast(local, src=0))
 
     # Validation: loss, and cross-modal retrieval among a fixed pool ----------------------------
     def on_validation_epoch_start(self) -> None:

@@ -80,6 +80,32 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
 
 
+def test_the_cosine_follows_the_clock_when_the_time_limit_comes_first():
+    # Halfway through the time limit but only a tenth through the steps: the cosine is at its middle.
+    assert warmup_cosine(20, 10, 110, 0.0, time_fraction=0.5) == pytest.approx(0.5)
+    assert warmup_cosine(20, 10, 110, 0.1, time_fraction=1.0) == pytest.approx(0.1)
+    assert warmup_cosine(5, 10, 110, 0.1, time_fraction=0.9) == pytest.approx(0.6)  # warm-up is by steps
+    assert warmup_cosine(100, 10, 110, 0.0, time_fraction=0.1) == pytest.approx(warmup_cosine(100, 10, 110, 0.0))
+
+
+@pytest.mark.parametrize("anneal_by_time", [True, False])
+def test_a_run_capped_by_time_ends_at_the_floor_learning_rate(latent_dataset, tmp_path, anneal_by_time):
+    config = OptimizerConfig(lr=1e-3, warmup_steps=1, min_lr_ratio=0.05, anneal_by_time=anneal_by_time)
+    module = tiny_module(optimizer=config)
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=1000, max_time={"seconds": 4}, accelerator="cpu",
+                         devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    data = ShardDataModule(str(latent_dataset), batch_size=16, num_workers=0, samples_per_epoch=32)
+    trainer.fit(module, datamodule=data)
+    final_lr = trainer.optimizers[0].param_groups[0]["lr"]
+    planned = trainer.estimated_stepping_batches
+    assert trainer.global_step < 0.5 * planned  # the clock, not the step count, ended the run
+    if anneal_by_time:
+        assert final_lr < 1e-3 * 0.1  # within a step or two of the floor, 5e-5
+    else:
+        assert final_lr > 1e-3 * 0.9  # still near the peak: the cosine had barely begun
+
+
 def test_self_view_term_matches_a_spectrum_with_a_new_noise_draw_of_itself(latent_dataset):
     torch.manual_seed(0)
     module = tiny_module(self_views=("spectrum",), self_view_weight=0.5)
