@@ -9,7 +9,9 @@ beside the contrastive loss:
        object), are hidden by zeroing their inverse variance: the encoder treats them as missing, so it
        never reads their flux;
     2. the encoder's outputs at patches lying wholly inside hidden spans are decoded by a linear head to
-       the patch's pixels, in the standardised units the encoder reads (SpectrumEncoder.standardised);
+       the patch's pixels, in the standardised units the encoder reads (SpectrumEncoder.standardised of
+       the whole spectrum; the masked input is scaled over its shown pixels, a small difference that
+       its brightness token tells the encoder);
     3. the loss is the mean squared error over those pixels that were valid before masking, over the
        objects that have a spectrum.
 
