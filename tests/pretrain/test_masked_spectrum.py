@@ -88,7 +88,7 @@ def test_filling_in_spans_is_learned_on_a_fixed_batch(latent_dataset):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     # The latent spectra are 8 flat steps plus noise; the hidden steps can be inferred from the others.
     assert losses[-1] < 0.5 * losses[0], losses[::20]
 
