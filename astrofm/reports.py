@@ -37,3 +37,24 @@ def write_metrics(folder: Path, metrics: dict[str, Any]) -> Path:
     path = Path(folder) / METRICS_NAME
     path.write_text(json.dumps(metrics, indent=2, default=json_default) + "\n")
     return path
+
+
+def summarise_over_seeds(records: list[dict[str, Any]], by: tuple[str, ...],
+                         keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Records grouped on the fields `by` (in first-seen order): per group the fields, n_seeds, n_train,
+    and the mean and sample std (0 for one seed) of each of `keys` that the group's records carry."""
+    import numpy as np
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(tuple(record[name] for name in by), []).append(record)
+    out = []
+    for values, group in groups.items():
+        entry = {**dict(zip(by, values, strict=True)), "n_seeds": len(group), "n_train": group[0]["n_train"],
+                 "mean": {}, "std": {}}
+        for key in (k for k in keys if k in group[0]):
+            column = np.array([g[key] for g in group], dtype=np.float64)
+            entry["mean"][key] = float(np.mean(column))
+            entry["std"][key] = float(np.std(column, ddof=1)) if len(column) > 1 else 0.0
+        out.append(entry)
+    return out

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from astrofm.atomic import staged_folder
-from astrofm.reports import check_report_target, write_metrics
+from astrofm.reports import check_report_target, summarise_over_seeds, write_metrics
 from downstream.finetune import train as training
 from downstream.finetune.config import FinetuneConfig
 from downstream.finetune.data import Rows, check_inputs, load_rows
@@ -131,19 +131,7 @@ def compute(config: FinetuneConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["method"], r["label_fraction"]), []).append(r)
-    out = []
-    for (method, fraction), group in groups.items():
-        entry = {"method": method, "label_fraction": fraction, "n_seeds": len(group),
-                 "n_train": group[0]["n_train"], "mean": {}, "std": {}}
-        for key in SUMMARY_KEYS:
-            values = np.array([g[key] for g in group], dtype=np.float64)
-            entry["mean"][key] = float(np.mean(values))
-            entry["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        out.append(entry)
-    return out
+    return summarise_over_seeds(records, ("method", "label_fraction"), SUMMARY_KEYS)
 
 
 def write_report(config: FinetuneConfig) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 
 from downstream.regression import probes
 from downstream.regression.metrics import is_redshift_like, point_metrics
-from downstream.regression.report import SPLITS, _target
+from downstream.regression.report import SPLITS, label_values
 
 # What each modality could at best measure of an object, as mock catalogue columns.
 CEILING_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -40,7 +40,7 @@ def catalogue_features(table, columns: Sequence[str], where: str) -> np.ndarray:
                          f"(a store of a mock survey has them)")
     out = []
     for name in columns:
-        values = _target(table, name, where)
+        values = label_values(table, name, where)
         out.append(np.log10(np.clip(values, LOG_FLOOR, None)) if name.startswith(LOG_PREFIXES) else values)
     return np.stack(out, axis=1)
 
@@ -48,7 +48,7 @@ def catalogue_features(table, columns: Sequence[str], where: str) -> np.ndarray:
 def ceiling(table, target: str, columns: Sequence[str], seeds: int, where: str) -> dict[str, Any]:
     """Mean and std over seeds of the MLP probe's test metrics, from `columns` to `target`."""
     x = catalogue_features(table, columns, where)
-    y = _target(table, target, where)
+    y = label_values(table, target, where)
     split = np.array(table.column("split").to_pylist(), dtype=object)
     rows = {}
     for name in SPLITS:

@@ -28,7 +28,7 @@ import numpy as np
 
 from astrofm.atomic import staged_folder
 from astrofm.embedstore.store import EmbeddingStore, table_vectors
-from astrofm.reports import check_report_target, write_metrics
+from astrofm.reports import check_report_target, summarise_over_seeds, write_metrics
 from downstream.regression import conformal, probes
 from downstream.regression.metrics import coverage, gaussian_nll, is_redshift_like, normal_z, point_metrics
 
@@ -69,7 +69,8 @@ def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(order[: max(1, int(round(fraction * n)))])
 
 
-def _target(table, target: str, where: str) -> np.ndarray:
+def label_values(table, target: str, where: str) -> np.ndarray:
+    """A numeric label column as float64, null as NaN; a missing or non-numeric one raises, naming `where`."""
     if target not in table.column_names:
         labels = [c for c in table.column_names if c not in ("id", "split", "embedding")]
         raise ValueError(f"{where}: no label {target!r} (labels: {', '.join(labels) or 'none'})")
@@ -94,7 +95,7 @@ def load_splits(store: EmbeddingStore, modality: str, target: str) -> dict[str, 
         position = {oid: i for i, oid in enumerate(table.column("id").to_pylist())}
         parts.append(table_vectors(table)[[position[ids[i]] for i in rows]])
     x = np.concatenate(parts, axis=1) if parts else np.zeros((0, 0), np.float32)
-    y = _target(tables[0], target, f"{store.path} ({names[0]})")[rows]
+    y = label_values(tables[0], target, f"{store.path} ({names[0]})")[rows]
     split = np.array(tables[0].column("split").to_pylist(), dtype=object)[rows]
     out = {}
     for name in SPLITS:
@@ -144,19 +145,8 @@ def sigma_intervals(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> dict[st
 
 
 def _summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["modality"], r["method"], r["label_fraction"]), []).append(r)
-    out = []
-    for (modality, method, fraction), group in groups.items():
-        entry = {"modality": modality, "method": method, "label_fraction": fraction, "n_seeds": len(group),
-                 "n_train": group[0]["n_train"], "mean": {}, "std": {}}
-        for key in (k for k in SUMMARY_KEYS if k in group[0]):  # nll and *_recal: gaussian only
-            values = np.array([g[key] for g in group], dtype=np.float64)
-            entry["mean"][key] = float(np.mean(values))
-            entry["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        out.append(entry)
-    return out
+    # nll and *_recal: gaussian records only, so each group summarises the keys its records carry.
+    return summarise_over_seeds(records, ("modality", "method", "label_fraction"), SUMMARY_KEYS)
 
 
 def _check(config: RegressionConfig) -> None:
