@@ -40,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"pretraining wall-time limit in minutes (default {DEFAULTS.max_minutes:g}; 0: no limit)")
     parser.add_argument("--recipe", default=DEFAULTS.recipe,
                         help="pretraining recipe (default configs/pretrain/tiny.yaml)")
+    parser.add_argument("--spectrum-terms", action="store_true",
+                        help="keep the recipe's masked-spectrum and spectrum self-view terms (off by default: "
+                             "in a 7-minute run they cost cross-modal retrieval)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed (default 0)")
     parser.add_argument("--workers", type=int, help="generator and loader processes (default: up to 2)")
     parser.set_defaults(handler=run)
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     options = {"workers": args.workers} if args.workers else {}
     config = steps.QuickstartConfig(out=str(out), n=args.n, n_simulated=args.n_simulated, suites=list(args.suites),
                                     control=not args.no_control, epochs=args.epochs,
-                                    max_minutes=args.max_minutes or None, recipe=args.recipe, seed=args.seed,
+                                    max_minutes=args.max_minutes or None, recipe=args.recipe,
+                                    spectrum_terms=args.spectrum_terms, seed=args.seed,
                                     **options)
     timings: dict[str, float] = {}
     clock = time.perf_counter()

@@ -55,3 +55,21 @@ def test_quickstart_refuses_a_survey_too_small_to_split(tmp_path, capsys):
 
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--n", "10"]) == 1
     assert "--n 10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spectrum_terms, weight, self_views", [(False, 0.0, []), (True, 1.0, ["spectrum"])])
+def test_quickstart_trains_the_cross_modal_loss_alone_unless_asked(tmp_path, capsys, spectrum_terms, weight,
+                                                                    self_views):
+    """The tiny recipe carries the spectrum-internal terms; the 7-minute quickstart switches them off."""
+    import yaml
+
+    from astrofm.cli.quickstart_steps import QuickstartConfig, pretrain_args
+    from pretrain.cli import main as pretrain_main
+
+    config = QuickstartConfig(out=str(tmp_path / "qs"), spectrum_terms=spectrum_terms)
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_main(pretrain_args(config, tmp_path / "observed") + ["--print_config"])
+    assert exit_info.value.code in (None, 0)
+    model = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert model["masked_spectrum"]["weight"] == weight
+    assert list(model["self_views"]) == self_views
