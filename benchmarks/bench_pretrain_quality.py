@@ -4,7 +4,7 @@ cross-modal top-1/top-10 retrieval among 1,000 objects of the test split for eve
     python benchmarks/bench_pretrain_quality.py [--n 20000] [--minutes 14] [--work DIR] [--spectrum-terms]
 
 The recipe's spectrum-internal terms (masked spectrum, spectrum self view) are switched off unless
---spectrum-terms is given: they pay off after ~25 epochs and cost retrieval in a 14-minute run.
+--spectrum-terms is given: they pay off after 15-25 epochs and cost retrieval in a 14-minute run.
 
 Runs the real commands (astrofm data mock, astrofm pretrain fit) and prints one JSON object.
 """

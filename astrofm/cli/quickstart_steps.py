@@ -31,7 +31,7 @@ class QuickstartConfig:
     epochs: int = 30  # pretraining epochs (an upper bound when max_minutes is set)
     max_minutes: float | None = 7.0  # stop pretraining after this long (Lightning max_time)
     recipe: str = str(REPO / "configs" / "pretrain" / "tiny.yaml")
-    # The recipe's spectrum-internal terms (masked spectrum, self view) pay off after ~25 epochs; in a
+    # The recipe's spectrum-internal terms (masked spectrum, self view) pay off after 15-25 epochs; in a
     # 7-minute run they cost cross-modal retrieval, so the quickstart trains the cross-modal loss alone.
     spectrum_terms: bool = False
     seed: int = 0
