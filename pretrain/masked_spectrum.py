@@ -16,6 +16,12 @@ beside the contrastive loss:
        objects that have a spectrum.
 
 The head lives in the training module, not the exported model: downstream users see the same encoder.
+
+With `self_view: true` the masked spectrum is also the spectrum's second view for the self-view InfoNCE
+(as iBOT's masked view serves both its patch and its CLS objectives): its pooled output is matched
+against the unmasked spectrum's embedding, so one encoder pass serves two terms. That saves one of the
+three spectrum passes per step (about 28% of a `tiny` step on 2 CPU cores, measured), and the self view
+becomes harder: the embedding must survive 30% of the spectrum hidden, not only a new noise draw.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class MaskedSpectrumConfig:
     weight: float = 0.0  # weight of the term beside the contrastive loss; 0 switches it off
     mask_fraction: float = 0.3  # probability that a span is hidden
     span_pixels: int = 160  # length of a hidden span (tiny: 160 pixels hold 7 whole patches of 40 every 20)
+    self_view: bool = False  # with self_views [spectrum] and weight > 0: the masked spectrum is that self view
 
     def __post_init__(self):
         if self.weight < 0:
@@ -73,19 +80,21 @@ class MaskedSpectrumHead(nn.Module):
         return padded.unfold(1, self.patch_size, self.patch_stride)
 
     def forward(self, encoder: nn.Module, spectrum: dict[str, torch.Tensor], has_spectrum: torch.Tensor,
-                hidden: torch.Tensor | None = None) -> torch.Tensor:
+                hidden: torch.Tensor | None = None, return_pooled: bool = False):
         """Scalar loss. spectrum: {"flux", "ivar"} (B, L); has_spectrum (B,) bool; hidden: (B, L) bool
-        mask of hidden pixels (default: drawn with span_mask)."""
+        mask of hidden pixels (default: drawn with span_mask). With return_pooled: (loss, the encoder's
+        pooled output of the masked spectrum (B, dim)), for the shared self view."""
         flux, ivar = spectrum["flux"], spectrum["ivar"]
         if hidden is None:
             hidden = span_mask(flux.shape[0], flux.shape[1], self.config, device=flux.device)
         with torch.no_grad():
             target, valid, _ = encoder.standardised(spectrum)  # (B, L), (B, L)
         masked = {"flux": flux, "ivar": torch.where(hidden, torch.zeros_like(ivar), ivar)}
-        _, outputs = encoder(masked, return_patches=True)  # (B, N, D)
+        pooled, outputs = encoder(masked, return_patches=True)  # (B, D), (B, N, D)
         predicted = self.decode(outputs)  # (B, N, P)
         whole = self._patches(hidden, True).all(-1)  # (B, N): no pixel of the patch was shown
         scored = whole[..., None] & self._patches(valid & hidden, False) & has_spectrum[:, None, None]
         weight = scored.to(predicted.dtype)
         error = (predicted - self._patches(target, 0.0)).square() * weight
-        return error.sum() / weight.sum().clamp(min=1.0)
+        loss = error.sum() / weight.sum().clamp(min=1.0)
+        return (loss, pooled) if return_pooled else loss

@@ -62,7 +62,8 @@ class ContrastivePretrainer(pl.LightningModule):
                 exact redshift in a spectrum's lines.
             self_view_weight: weight of each self-view InfoNCE term beside the cross-modal loss.
             masked_spectrum: masked-spectrum modelling beside the contrastive loss (weight 0: off), as
-                AstroCLIP pretrains SpecFormer; see pretrain.masked_spectrum.
+                AstroCLIP pretrains SpecFormer; see pretrain.masked_spectrum. Its `self_view: true` makes
+                the masked spectrum the spectrum's self view when both terms are on (one pass for both).
         """
         super().__init__()
         if len(encoders) < 2:
@@ -124,13 +125,19 @@ class ContrastivePretrainer(pl.LightningModule):
         embeddings = self.model(batch)
         loss, parts = self.loss_fn(embeddings, self._masks(batch, embeddings), self.model.logit_scale)
         for modality in self.self_views:
-            if modality in embeddings:
+            if modality in embeddings and not self._masked_view_is_self_view(modality):
                 view_loss, view_parts = self._self_view_loss(source, modality, embeddings[modality])
                 loss = loss + self.self_view_weight * view_loss
                 parts.update(view_parts)
         if self.masked_spectrum_head is not None and batch.get("spectrum") is not None:
-            parts["masked_spectrum"] = self._masked_spectrum_loss(batch)
-            loss = loss + self.masked_spectrum_config.weight * parts["masked_spectrum"]
+            if self._masked_view_is_self_view("spectrum") and "spectrum" in embeddings:
+                masked_loss, view_loss, view_parts = self._masked_self_view_loss(source, embeddings["spectrum"])
+                loss = loss + self.self_view_weight * view_loss
+                parts.update(view_parts)
+            else:
+                masked_loss = self._masked_spectrum_loss(batch)
+            parts["masked_spectrum"] = masked_loss
+            loss = loss + self.masked_spectrum_config.weight * masked_loss
         self._stop_on_non_finite(loss, parts)
         size = len(batch["id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -157,6 +164,24 @@ class ContrastivePretrainer(pl.LightningModule):
         mask = source["mask"][modality]
         return self.loss_fn({modality: first, f"{modality}_view": second},
                             {modality: mask, f"{modality}_view": mask}, self.model.logit_scale)
+
+    def _masked_view_is_self_view(self, modality: str) -> bool:
+        """masked_spectrum.self_view with both terms on: one masked pass serves the masked term and the
+        spectrum self view."""
+        return (modality == "spectrum" and modality in self.self_views and self.masked_spectrum_head is not None
+                and self.masked_spectrum_config.self_view)
+
+    def _masked_self_view_loss(self, source: dict, first: torch.Tensor):
+        """(masked-spectrum loss, self-view loss, its parts): the second view is a new noise draw of the
+        spectrum with spans hidden; its pooled output is matched against `first`, its patches decoded."""
+        mask = source["mask"]["spectrum"]
+        view = augment_batch({"mask": source["mask"], "spectrum": source["spectrum"]}, self.augment_config)
+        masked_loss, pooled = self.masked_spectrum_head(self.model.encoders["spectrum"], view["spectrum"], mask,
+                                                        return_pooled=True)
+        second = self.model.heads["spectrum"](pooled)
+        view_loss, view_parts = self.loss_fn({"spectrum": first, "spectrum_view": second},
+                                             {"spectrum": mask, "spectrum_view": mask}, self.model.logit_scale)
+        return masked_loss, view_loss, view_parts
 
     def _masked_spectrum_loss(self, batch: dict, seed: int | None = None) -> torch.Tensor:
         """seed: draw the hidden spans from it (validation: the same spans every epoch); None: fresh ones."""

@@ -16,6 +16,7 @@ from astrofm.losses import MultiModalContrastiveLoss
 from astrofm.models import ImageCNNEncoder, PhotometryEncoder, SpectrumEncoder
 from pretrain.callbacks import RunCheckpoint
 from pretrain.datamodule import ShardDataModule
+from pretrain.masked_spectrum import MaskedSpectrumConfig
 from pretrain.module import ContrastivePretrainer, NonFiniteLossError
 from pretrain.optim import OptimizerConfig, warmup_cosine
 from tests.pretrain.conftest import latent_sample
@@ -127,3 +128,61 @@ def test_self_views_need_an_encoder_and_an_augmentation_that_makes_a_second_view
         tiny_module(self_views=("radio",))
     with pytest.raises(ValueError, match="second view would equal the first"):
         tiny_module(self_views=("spectrum",), use_augmentations=False)
+
+
+def _count_spectrum_passes(module) -> list[torch.Tensor]:
+    """Records the ivar of every spectrum the encoder reads (one entry per forward pass)."""
+    seen: list[torch.Tensor] = []
+    module.model.encoders["spectrum"].register_forward_pre_hook(lambda _, args: seen.append(args[0]["ivar"].clone()))
+    return seen
+
+
+@pytest.mark.parametrize("shared, passes", [(False, 3), (True, 2)])
+def test_the_masked_spectrum_can_serve_as_the_self_view_in_one_pass(latent_dataset, tmp_path, shared, passes):
+    torch.manual_seed(0)
+    module = tiny_module(self_views=("spectrum",), masked_spectrum=MaskedSpectrumConfig(weight=1.0, self_view=shared))
+    seen = _count_spectrum_passes(module)
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=1, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, datamodule=ShardDataModule(str(latent_dataset), batch_size=16, num_workers=0,
+                                                   samples_per_epoch=16))
+    # Plain: the batch, its noise-redrawn self view, its masked copy. Shared: the batch, one masked view.
+    assert len(seen) == passes
+    hidden_in_last = (seen[-1] == 0).float().mean()
+    assert 0.1 < float(hidden_in_last) < 0.6  # the last pass is the masked one: ~30% of pixels hidden
+    assert float((seen[0] == 0).float().mean()) == 0.0  # the latent spectra have no bad pixels
+    metrics = trainer.callback_metrics
+    assert "train/loss/masked_spectrum" in metrics and "train/loss/spectrum-spectrum_view" in metrics
+
+
+def test_the_shared_masked_view_trains_the_encoder_the_heads_and_the_decoder(latent_dataset):
+    torch.manual_seed(0)
+    module = tiny_module(self_views=("spectrum",), masked_spectrum=MaskedSpectrumConfig(weight=1.0, self_view=True))
+    module.model.set_statistics(load_manifest(latent_dataset).to_dict())
+    spec, rng = DatasetSpec(), np.random.default_rng(3)
+    batch = collate_samples([latent_sample(i, spec, rng) for i in range(16)], spec.modalities)
+    first = module.model(batch)["spectrum"]
+    masked_loss, view_loss, parts = module._masked_self_view_loss(batch, first)
+    assert list(parts) == ["spectrum-spectrum_view"]
+    assert float(masked_loss) > 0 and 0.0 < float(view_loss) < 2 * math.log(16)
+    (masked_loss + view_loss).backward()
+    for name, part in [("decoder", module.masked_spectrum_head), ("head", module.model.heads["spectrum"]),
+                       ("encoder", module.model.encoders["spectrum"])]:
+        grads = [p.grad for p in part.parameters() if p.grad is not None]
+        assert grads and any(float(g.abs().sum()) > 0 for g in grads), name
+
+
+def test_the_shared_view_is_ignored_unless_both_terms_are_on():
+    only_masked = tiny_module(masked_spectrum=MaskedSpectrumConfig(weight=1.0, self_view=True))
+    assert not only_masked._masked_view_is_self_view("spectrum")
+    only_view = tiny_module(self_views=("spectrum",), masked_spectrum=MaskedSpectrumConfig(weight=0.0, self_view=True))
+    assert not only_view._masked_view_is_self_view("spectrum")
+
+
+def test_validation_reads_only_the_shards_that_hold_the_retrieval_pool(latent_dataset):
+    whole = load_manifest(latent_dataset).shards("val")
+    assert len(whole) >= 2  # otherwise the test shows nothing
+    data = ShardDataModule(str(latent_dataset), num_workers=0, val_batch_size=8, val_max_objects=whole[0].count)
+    read = sum(len(batch["id"]) for batch in data.val_dataloader())
+    assert read == whole[0].count < sum(shard.count for shard in whole)
