@@ -5,14 +5,15 @@ from __future__ import annotations
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from astrofm.data.loader import LoaderConfig, ShardStream
+from astrofm.data.loader import LoaderConfig, ShardStream, first_shards
 from astrofm.data.manifest import Manifest, load_manifest
 
 
 class ShardDataModule(pl.LightningDataModule):
     """Streams a dataset folder: resampled, epoch-sized training (equal batch counts on every rank, so
     DDP never waits on a rank that ran out) and a fixed, unshuffled validation pass that every rank
-    reads whole (retrieval metrics need the full pool, and no gather is needed)."""
+    reads whole (retrieval metrics need the full pool, and no gather is needed). Validation reads only
+    the first val shards that hold `val_max_objects` objects: the retrieval pool, and its loss."""
 
     def __init__(
         self,
@@ -40,7 +41,8 @@ class ShardDataModule(pl.LightningDataModule):
             samples_per_epoch: objects per epoch summed over ranks (default: the train split's size).
             val_split: split used for validation.
             val_batch_size: objects per validation batch.
-            val_max_objects: retrieval pool size for validation metrics (the first N val objects).
+            val_max_objects: retrieval pool size for validation metrics (the first N val objects);
+                validation reads the first val shards holding that many, not the whole split.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -70,11 +72,11 @@ class ShardDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         h = self.hparams
-        shards = len(self.manifest.shards(h.val_split))
+        shards = len(first_shards(self.manifest.shards(h.val_split), h.val_max_objects))
         if shards == 0:
             raise ValueError(f"{self.path}: the {h.val_split!r} split is empty; validation needs objects")
         workers = min(h.num_workers, shards)
         config = LoaderConfig(
             path=self.path, split=h.val_split, batch_size=h.val_batch_size, num_workers=workers, shuffle=False,
-            modalities=h.modalities, split_by_node=False, samples_per_epoch=None)
+            modalities=h.modalities, split_by_node=False, samples_per_epoch=None, max_objects=h.val_max_objects)
         return DataLoader(ShardStream(config), batch_size=None, num_workers=workers)

@@ -47,6 +47,7 @@ class LoaderConfig:
     modalities: list[str] | None = None  # keep only these modalities; None: all the dataset has
     partial_batches: bool = True  # yield the last, smaller batch of each worker
     split_by_node: bool = True  # False: every rank reads the whole split (small evaluation splits)
+    max_objects: int | None = None  # read only the first shards (manifest order) that hold this many; None: all
     rank: int | None = None  # None: from torch.distributed, else $RANK, else 0
     world_size: int | None = None  # None: from torch.distributed, else $WORLD_SIZE, else 1
 
@@ -55,6 +56,8 @@ class LoaderConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.resampled and not self.samples_per_epoch:
             raise ValueError("resampled mode draws shards endlessly: set samples_per_epoch")
+        if self.max_objects is not None and self.max_objects < 1:
+            raise ValueError(f"max_objects must be at least 1 (or None for the whole split), got {self.max_objects}")
         unknown = set(self.modalities or []) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
@@ -75,6 +78,20 @@ def _worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
+def first_shards(shards: list, max_objects: int | None) -> list:
+    """The shortest prefix of `shards` (manifest ShardInfo, in order) holding at least max_objects objects;
+    all of them when max_objects is None. Validation reads only its retrieval pool this way."""
+    if max_objects is None:
+        return list(shards)
+    kept, total = [], 0
+    for shard in shards:
+        if total >= max_objects:
+            break
+        kept.append(shard)
+        total += shard.count
+    return kept
+
+
 def check_shard_count(n_shards: int, world_size: int, num_workers: int, split: str, path: str) -> None:
     consumers = world_size * max(num_workers, 1)
     if n_shards < consumers:
@@ -90,7 +107,8 @@ class ShardStream(IterableDataset):
     def __init__(self, config: LoaderConfig):
         self.config = config
         dataset = Dataset(config.path)
-        self.shards = [str(p) for p in dataset.shard_paths(config.split)]
+        self.shards = [str(dataset.path / shard.path)
+                       for shard in first_shards(dataset.manifest.shards(config.split), config.max_objects)]
         if not self.shards:
             raise ValueError(f"{config.path}: split {config.split!r} has no shards")
         available = dataset.spec.modalities

@@ -91,3 +91,14 @@ def test_config_refuses_resampling_without_epoch_size_and_unknown_modalities(mak
         LoaderConfig(path="x", resampled=True)
     with pytest.raises(ValueError, match="unknown modalities"):
         LoaderConfig(path="x", modalities=["radio"])
+
+
+def test_max_objects_reads_only_the_first_shards_that_hold_that_many(make_dataset):
+    path = make_dataset(n=12, shard_size=4, all_train=True)  # 3 shards of 4
+    read = {limit: _ids(LoaderConfig(path=str(path), batch_size=5, num_workers=0, shuffle=False, max_objects=limit))
+            for limit in (1, 4, 5, 100)}
+    assert read[1] == read[4] == [f"obj-{i:05d}" for i in range(4)]  # one shard holds them
+    assert read[5] == [f"obj-{i:05d}" for i in range(8)]  # the pool is whole shards
+    assert read[100] == [f"obj-{i:05d}" for i in range(12)]
+    with pytest.raises(ValueError, match="max_objects must be at least 1"):
+        LoaderConfig(path=str(path), max_objects=0)
