@@ -36,7 +36,7 @@ from torch import nn
 class MaskedSpectrumConfig:
     weight: float = 0.0  # weight of the term beside the contrastive loss; 0 switches it off
     mask_fraction: float = 0.3  # probability that a span is hidden
-    span_pixels: int = 160  # length of a hidden span (tiny: 160 pixels hold 7 whole patches of 40 every 20)
+    span_pixels: int = 160  # length of a hidden span (tiny: 160 pixels hold 3-4 whole patches of 40)
     self_view: bool = False  # with self_views [spectrum] and weight > 0: the masked spectrum is that self view
 
     def __post_init__(self):

@@ -1,7 +1,7 @@
-"""The spectrum encoder: a transformer over overlapping patches of the standardised spectrum.
+"""The spectrum encoder: a transformer over patches of the standardised spectrum.
 
 In the spirit of AstroCLIP's SpecFormer (Parker et al. 2024): the spectrum is standardised, cut into
-overlapping patches (20 pixels every 10 as in SpecFormer; 40 every 20 in the CPU-sized `tiny`),
+patches (20 pixels every 10 as in SpecFormer; the CPU-sized `tiny` lays 40-pixel patches side by side),
 each patch embedded linearly, and a pre-LN transformer reads the patch tokens after a CLS token and
 a token carrying the object's brightness.
 
@@ -12,7 +12,7 @@ Steps of `forward`, for a batch of B spectra of L pixels:
     3. optionally (AstroCLIP) divide by a per-object scale: x = (x - mean) / std over the valid pixels;
        asinh(mean) and log(std) go into an extra "brightness" token, so absolute flux is not lost
     4. pixel channels: x, validity (0/1) and optionally log(sigma / noise_median)
-    5. overlapping patches -> linear embedding + positions; patches with no valid pixel are masked
+    5. patches -> linear embedding + positions; patches with no valid pixel are masked
        out of attention, the CLS and brightness tokens never are
     6. transformer, then the CLS token (or the mean over unmasked tokens) -> (B, dim)
 """
@@ -42,7 +42,10 @@ from astrofm.models.common import (
 class SpectrumEncoderConfig(EncoderConfigMixin):
     n_pixels: int = 3101  # spectrum length L; must equal the dataset's n_pixels (3101 = 3600-9800 A at 2 A)
     patch_size: int = 40  # pixels per patch (SpecFormer: 20; tiny takes 40 to halve the tokens on CPU)
-    patch_stride: int = 20  # pixels between patch starts; below patch_size, patches overlap (SpecFormer: 10)
+    # Pixels between patch starts; below patch_size, patches overlap (SpecFormer: 10). tiny lays its patches
+    # side by side: a third of the compute of stride 20, so more epochs per hour, which won on 2 CPU cores
+    # (spectrum kNN redshift R^2 0.957 against 0.930 in 40 minutes, README).
+    patch_stride: int = 40
     dim: int = 64  # token width = output_dim
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads; dim must be divisible by it
@@ -55,8 +58,8 @@ class SpectrumEncoderConfig(EncoderConfigMixin):
     noise_channel: bool = True  # feed log(sigma / noise_median) per pixel as a third channel
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # CPU: 155 tokens for 3101 pixels
-        "tiny": {"dim": 64, "n_layers": 2, "n_heads": 4, "mlp_ratio": 2.0, "patch_size": 40, "patch_stride": 20},
+        # CPU: 78 tokens for 3101 pixels
+        "tiny": {"dim": 64, "n_layers": 2, "n_heads": 4, "mlp_ratio": 2.0, "patch_size": 40, "patch_stride": 40},
         # GPU: 310 tokens for 3101 pixels; base is SpecFormer-sized
         "small": {"dim": 256, "n_layers": 4, "n_heads": 8, "mlp_ratio": 4.0, "patch_size": 20, "patch_stride": 10},
         "base": {"dim": 768, "n_layers": 6, "n_heads": 12, "mlp_ratio": 4.0, "patch_size": 20, "patch_stride": 10},

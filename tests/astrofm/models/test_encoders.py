@@ -161,6 +161,6 @@ def test_presets_and_config_round_trip(config_class):
 def test_spectrum_patches_cover_every_pixel():
     config = SpectrumEncoderConfig(n_pixels=3101, patch_size=20, patch_stride=10)
     assert config.n_patches == 310 and config.padded_length >= 3101
-    assert SpectrumEncoderConfig().n_patches == 155  # tiny: 40 every 20
+    assert SpectrumEncoderConfig().n_patches == 78  # tiny: 40 pixels every 40
     with pytest.raises(ValueError, match="patch_stride"):
         SpectrumEncoderConfig(patch_size=10, patch_stride=20)
