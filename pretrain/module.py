@@ -160,8 +160,10 @@ class ContrastivePretrainer(pl.LightningModule):
     def _self_view_loss(self, source: dict, modality: str, first: torch.Tensor):
         """InfoNCE between `first` (the embedding of one augmented view) and a second, independent view."""
         view = augment_batch({"mask": source["mask"], modality: source[modality]}, self.augment_config)
-        second = self.model(view)[modality]
-        mask = source["mask"][modality]
+        return self._view_pair_loss(modality, first, self.model(view)[modality], source["mask"][modality])
+
+    def _view_pair_loss(self, modality: str, first: torch.Tensor, second: torch.Tensor, mask: torch.Tensor):
+        """(loss, parts): InfoNCE between two views' embeddings of the same objects (one presence mask)."""
         return self.loss_fn({modality: first, f"{modality}_view": second},
                             {modality: mask, f"{modality}_view": mask}, self.model.logit_scale)
 
@@ -178,9 +180,7 @@ class ContrastivePretrainer(pl.LightningModule):
         view = augment_batch({"mask": source["mask"], "spectrum": source["spectrum"]}, self.augment_config)
         masked_loss, pooled = self.masked_spectrum_head(self.model.encoders["spectrum"], view["spectrum"], mask,
                                                         return_pooled=True)
-        second = self.model.heads["spectrum"](pooled)
-        view_loss, view_parts = self.loss_fn({"spectrum": first, "spectrum_view": second},
-                                             {"spectrum": mask, "spectrum_view": mask}, self.model.logit_scale)
+        view_loss, view_parts = self._view_pair_loss("spectrum", first, self.model.heads["spectrum"](pooled), mask)
         return masked_loss, view_loss, view_parts
 
     def _masked_spectrum_loss(self, batch: dict, seed: int | None = None) -> torch.Tensor:
