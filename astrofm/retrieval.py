@@ -51,3 +51,27 @@ def pairwise_retrieval(embeddings: dict[str, torch.Tensor], masks: dict[str, tor
                 results[f"top{k}/{a}-{b}"] = 0.5 * (forward[k] + backward[k])
             results[f"pool/{a}-{b}"] = float(ea.shape[0])
     return results
+
+
+def leave_one_out_knn_r2(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 16) -> float:
+    """R^2 of a label predicted, for each object, from its k nearest other objects (weights 1/distance).
+
+    A cheap check of how well the embedding orders objects by a physical label, for pretraining's
+    validation pool; `astrofm regress` is the full protocol (train/val/test, k chosen on val).
+    embeddings: (N, D) L2-normalised; labels: (N,) finite. NaN when fewer than 3 objects or a constant label.
+    """
+    n = embeddings.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"labels {tuple(labels.shape)} must be ({n},), one per embedding")
+    labels = labels.double()
+    spread = ((labels - labels.mean()) ** 2).sum()
+    if n < 3 or spread <= 0:
+        return float("nan")
+    x = embeddings.float()
+    similarity = x @ x.T
+    similarity.fill_diagonal_(-float("inf"))  # an object is not its own neighbour
+    top, nearest = similarity.topk(min(k, n - 1), dim=1)
+    distance = (2.0 - 2.0 * top.double()).clamp_min(0.0).sqrt()  # Euclidean, for unit vectors
+    weights = 1.0 / distance.clamp_min(1e-6)  # a duplicate dominates rather than dividing by zero
+    predicted = (weights * labels[nearest]).sum(dim=1) / weights.sum(dim=1)
+    return float(1.0 - ((predicted - labels) ** 2).sum() / spread)

@@ -19,7 +19,7 @@ from astrofm import __version__
 from astrofm.augment import AugmentConfig, augment_batch
 from astrofm.losses import ContrastiveLossConfig, MultiModalContrastiveLoss
 from astrofm.models.multimodal import MultiModalModel
-from astrofm.retrieval import pairwise_retrieval
+from astrofm.retrieval import leave_one_out_knn_r2, pairwise_retrieval
 from pretrain.export import CHECKPOINT_KEY
 from pretrain.masked_spectrum import MaskedSpectrumConfig, MaskedSpectrumHead, span_mask
 from pretrain.optim import OptimizerConfig, build_optimizer
@@ -44,6 +44,8 @@ class ContrastivePretrainer(pl.LightningModule):
         self_views: tuple[str, ...] = (),
         self_view_weight: float = 1.0,
         masked_spectrum: MaskedSpectrumConfig | None = None,
+        val_probe_label: str | None = "redshift",
+        val_probe_k: int = 16,
     ):
         """
         Args:
@@ -64,6 +66,11 @@ class ContrastivePretrainer(pl.LightningModule):
             masked_spectrum: masked-spectrum modelling beside the contrastive loss (weight 0: off), as
                 AstroCLIP pretrains SpecFormer; see pretrain.masked_spectrum. Its `self_view: true` makes
                 the masked spectrum the spectrum's self view when both terms are on (one pass for both).
+            val_probe_label: a numeric label of the dataset (None: none) predicted in validation from each
+                modality's embeddings by leave-one-out kNN among the retrieval pool, logged as
+                val/knn_r2/<modality>: the science the embeddings are for, epoch by epoch. Skipped
+                where the val objects lack the label.
+            val_probe_k: neighbours of that kNN.
         """
         super().__init__()
         if len(encoders) < 2:
@@ -78,6 +85,7 @@ class ContrastivePretrainer(pl.LightningModule):
         self.retrieval_ks = tuple(retrieval_ks)
         self.self_views = tuple(self_views)
         self.self_view_weight = float(self_view_weight)
+        self.val_probe_label, self.val_probe_k = val_probe_label, int(val_probe_k)
         self._check_self_views()
         self.masked_spectrum_config = masked_spectrum or MaskedSpectrumConfig()
         self.masked_spectrum_head = None  # training only: export keeps `model.*`, not this head
@@ -90,6 +98,7 @@ class ContrastivePretrainer(pl.LightningModule):
         self._time_fraction = 0.0  # share of Trainer max_time used, rank 0's clock (anneal_by_time)
         self._val_embeddings: dict[str, list[torch.Tensor]] = {}
         self._val_masks: dict[str, list[torch.Tensor]] = {}
+        self._val_labels: list[torch.Tensor] = []
 
     # Data-dependent set-up ---------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -228,7 +237,7 @@ class ContrastivePretrainer(pl.LightningModule):
 
     # Validation: loss, and cross-modal retrieval among a fixed pool ----------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_embeddings, self._val_masks = {}, {}
+        self._val_embeddings, self._val_masks, self._val_labels = {}, {}, []
 
     def validation_step(self, batch: dict, batch_index: int) -> None:
         embeddings = self.model(batch)
@@ -242,6 +251,9 @@ class ContrastivePretrainer(pl.LightningModule):
         for modality, values in embeddings.items():
             self._val_embeddings.setdefault(modality, []).append(values.detach().float().cpu())
             self._val_masks.setdefault(modality, []).append(masks[modality].cpu())
+        label = batch.get("labels", {}).get(self.val_probe_label) if self.val_probe_label else None
+        self._val_labels.append(label.float().cpu() if label is not None
+                                else torch.full((len(batch["id"]),), float("nan")))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_embeddings:
@@ -259,3 +271,13 @@ class ContrastivePretrainer(pl.LightningModule):
                 self.log(f"val/top{k}_mean", sum(values) / len(values), prog_bar=k == max(self.retrieval_ks),
                          sync_dist=False)
         self.log("val/logit_scale", self.model.logit_scale.detach().exp(), sync_dist=False)
+        self._log_val_probe(embeddings, masks, pool)
+
+    def _log_val_probe(self, embeddings: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], pool: int) -> None:
+        labels = torch.cat(self._val_labels) if self._val_labels else torch.empty(0)
+        for modality, values in embeddings.items():
+            keep = masks[modality] & torch.isfinite(labels)
+            if int(keep.sum()) < 3:
+                continue
+            r2 = leave_one_out_knn_r2(values[keep][:pool], labels[keep][:pool], k=self.val_probe_k)
+            self.log(f"val/knn_r2/{modality}", r2, sync_dist=False)

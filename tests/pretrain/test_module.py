@@ -186,3 +186,26 @@ def test_validation_reads_only_the_shards_that_hold_the_retrieval_pool(latent_da
     data = ShardDataModule(str(latent_dataset), num_workers=0, val_batch_size=8, val_max_objects=whole[0].count)
     read = sum(len(batch["id"]) for batch in data.val_dataloader())
     assert read == whole[0].count < sum(shard.count for shard in whole)
+
+
+def _validate(module, latent_dataset, tmp_path) -> dict[str, float]:
+    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    data = ShardDataModule(str(latent_dataset), num_workers=0, val_batch_size=16, val_max_objects=1000)
+    trainer.validate(module, datamodule=data, verbose=False)
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+def test_validation_logs_how_well_each_embedding_predicts_the_probe_label(latent_dataset, tmp_path):
+    torch.manual_seed(0)
+    module = tiny_module()
+    module.model.set_statistics(load_manifest(latent_dataset).to_dict())
+    metrics = _validate(module, latent_dataset, tmp_path)
+    for modality in ("spectrum", "photometry", "image"):
+        assert math.isfinite(metrics[f"val/knn_r2/{modality}"])  # an untrained model: any finite R^2
+
+    assert not any(name.startswith("val/knn_r2") for name in _validate(
+        tiny_module(val_probe_label=None), latent_dataset, tmp_path))
+    # A label the dataset lacks is skipped, not an error: real surveys may have no redshifts.
+    assert not any(name.startswith("val/knn_r2") for name in _validate(
+        tiny_module(val_probe_label="stellar_mass"), latent_dataset, tmp_path))
