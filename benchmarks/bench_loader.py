@@ -1,5 +1,7 @@
 """Loader throughput and memory: decoded, collated samples/s with N workers beside the raw read speed of
-the same shards, and peak memory for 1x and 10x as many shards (it must stay flat).
+the same shards, and peak memory for 1x and 10x as many shards (it must stay flat). Then pretraining's
+resampled epochs, restarted every epoch or kept as one persistent stream: the wait for each epoch's
+first batch, and samples/s over several epochs.
 
 Objects have the default spec's shapes (a 3101-pixel spectrum with ivar, 5-band photometry, a 3x32x32
 image with ivar) filled with noise; each measurement runs in a fresh process so peak RSS is its own.
@@ -54,6 +56,26 @@ def measure_loader(path: str, workers: int, batch_size: int) -> dict:
             "peak_rss_mb_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
+def measure_epochs(path: str, workers: int, batch_size: int, persistent: bool, epochs: int = 5) -> dict:
+    """Runs inside a fresh process: resampled epochs of one split's size, as pretraining reads them."""
+    from astrofm.data.loader import LoaderConfig, make_dataloader
+
+    config = LoaderConfig(path=path, batch_size=batch_size, num_workers=workers, shuffle_buffer=1000,
+                          resampled=True, samples_per_epoch=2000, persistent=persistent)
+    loader = make_dataloader(config)
+    first_batch_s, samples = [], 0
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        loader.dataset.set_epoch(epoch)  # what pretraining does (persistent workers no longer need it)
+        epoch_start = time.perf_counter()
+        for i, batch in enumerate(loader):
+            if i == 0:
+                first_batch_s.append(time.perf_counter() - epoch_start)
+            samples += len(batch["id"])
+    elapsed = time.perf_counter() - start
+    return {"samples_per_s": samples / elapsed, "first_batch_s": first_batch_s}
+
+
 def raw_read(path: Path) -> dict:
     """Bytes/s of reading every shard whole, after one warm read (page cache, as the loader sees it)."""
     shards = sorted((path / "shards").glob("*.tar"))
@@ -65,9 +87,10 @@ def raw_read(path: Path) -> dict:
     return {"bytes": total, "bytes_per_s": total / elapsed}
 
 
-def in_fresh_process(path: Path, workers: int, batch_size: int) -> dict:
-    code = ("import json, sys; sys.path.insert(0, 'benchmarks'); import bench_loader as b; "
-            f"print(json.dumps(b.measure_loader({str(path)!r}, {workers}, {batch_size})))")
+def in_fresh_process(path: Path, workers: int, batch_size: int, call: str = "measure_loader({path!r}, {workers}, "
+                     "{batch_size})") -> dict:
+    call = call.format(path=str(path), workers=workers, batch_size=batch_size)
+    code = f"import json, sys; sys.path.insert(0, 'benchmarks'); import bench_loader as b; print(json.dumps(b.{call}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -86,6 +109,9 @@ def main() -> None:
         raw = raw_read(small)
         x1 = in_fresh_process(small, args.workers, args.batch_size)
         x10 = in_fresh_process(large, args.workers, args.batch_size)
+        epochs = {mode: in_fresh_process(small, args.workers, args.batch_size, "measure_epochs({path!r}, {workers}, "
+                                         f"{{batch_size}}, persistent={mode == 'persistent'})")
+                  for mode in ("restarted", "persistent")}
     bytes_per_sample = raw["bytes"] / x1["samples"]
     print(json.dumps({
         "benchmark": "loader",
@@ -100,6 +126,9 @@ def main() -> None:
                         "10x": {"shards": 10 * args.shards, "main": round(x10["peak_rss_mb_main"]),
                                 "worker": round(x10["peak_rss_mb_worker"])}},
         "samples_per_s_10x": round(x10["samples_per_s"], 1),
+        "resampled_epochs": {mode: {"samples_per_s": round(m["samples_per_s"], 1),
+                                    "first_batch_s": [round(t, 3) for t in m["first_batch_s"]]}
+                             for mode, m in epochs.items()},
     }))
 
 

@@ -24,6 +24,7 @@ class ShardDataModule(pl.LightningDataModule):
         shuffle_buffer: int = 1000,
         seed: int = 0,
         resampled: bool = True,
+        persistent_stream: bool = True,
         samples_per_epoch: int | None = None,
         val_split: str = "val",
         val_batch_size: int = 256,
@@ -38,6 +39,9 @@ class ShardDataModule(pl.LightningDataModule):
             shuffle_buffer: samples held by each worker's shuffle buffer.
             seed: seed of shard and sample shuffling.
             resampled: draw training shards with replacement (equal work per rank under DDP).
+            persistent_stream: resampled mode: keep the loader workers and each one's stream across
+                epochs, so a new epoch neither restarts workers nor refills shuffle buffers (short GPU
+                epochs spent seconds on that).
             samples_per_epoch: objects per epoch summed over ranks (default: the train split's size).
             val_split: split used for validation.
             val_batch_size: objects per validation batch.
@@ -63,12 +67,12 @@ class ShardDataModule(pl.LightningDataModule):
             path=self.path, split="train", batch_size=h.batch_size, num_workers=h.num_workers,
             shuffle=True, shuffle_buffer=h.shuffle_buffer, seed=h.seed, resampled=h.resampled,
             samples_per_epoch=h.samples_per_epoch or self.manifest.count("train"), modalities=h.modalities,
-            partial_batches=False)
+            partial_batches=False, persistent=h.resampled and h.persistent_stream)
         self.train_stream = ShardStream(config)
         if self.trainer is not None:  # also right when resuming mid-run from a checkpoint
             self.train_stream.set_epoch(self.trainer.current_epoch)
         return DataLoader(self.train_stream, batch_size=None, num_workers=h.num_workers,
-                          persistent_workers=False)
+                          persistent_workers=config.persistent and h.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         h = self.hparams

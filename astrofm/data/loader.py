@@ -17,6 +17,7 @@ of the split exactly once. Same seed and epoch give the same order; call `set_ep
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -43,6 +44,9 @@ class LoaderConfig:
     shuffle_buffer: int = 1000  # samples held by the shuffle buffer (memory: buffer x sample size)
     seed: int = 0
     resampled: bool = False  # draw shards with replacement, endlessly; requires samples_per_epoch
+    # Resampled mode: each reader keeps one endless stream across epochs (with DataLoader
+    # persistent_workers), so an epoch neither restarts workers nor refills shuffle buffers.
+    persistent: bool = False
     samples_per_epoch: int | None = None  # epoch size summed over ranks; None: one pass over the split
     modalities: list[str] | None = None  # keep only these modalities; None: all the dataset has
     partial_batches: bool = True  # yield the last, smaller batch of each worker
@@ -56,6 +60,9 @@ class LoaderConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.resampled and not self.samples_per_epoch:
             raise ValueError("resampled mode draws shards endlessly: set samples_per_epoch")
+        if self.persistent and not self.resampled:
+            raise ValueError("persistent streams need resampled mode (an unresampled epoch is one pass "
+                             "over the split, which must restart)")
         if self.max_objects is not None and self.max_objects < 1:
             raise ValueError(f"max_objects must be at least 1 (or None for the whole split), got {self.max_objects}")
         unknown = set(self.modalities or []) - set(MODALITIES)
@@ -118,6 +125,11 @@ class ShardStream(IterableDataset):
         self.modalities = list(config.modalities or available)
         self.shapes = {m: dataset.spec.expected_shape(m) for m in self.modalities}
         self.epoch = 0
+        self._endless: Iterator[dict] | None = None  # persistent mode: this process's stream, made once
+
+    def __getstate__(self) -> dict:
+        # A running generator cannot be pickled, and a new worker must start its own stream anyway.
+        return {**self.__dict__, "_endless": None}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -177,7 +189,20 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         _, workers = _worker()
-        pipeline = wds.DataPipeline(
+        limit = self.batches_per_worker(workers)
+        if self.config.persistent:
+            # Seeded by the epoch of the first call; later epochs continue the same random stream, so
+            # none repeats another even though set_epoch no longer reaches persistent workers.
+            if self._endless is None:
+                self._endless = iter(self._pipeline())
+            return itertools.islice(self._endless, limit)
+        pipeline = self._pipeline()
+        if limit is not None:
+            pipeline = pipeline.with_epoch(limit)
+        return iter(pipeline)
+
+    def _pipeline(self) -> wds.DataPipeline:
+        return wds.DataPipeline(
             self._shard_urls,
             wds.tarfile_to_samples(),
             self._decode,
@@ -185,10 +210,6 @@ class ShardStream(IterableDataset):
             wds.batched(self.config.batch_size, partial=self.config.partial_batches,
                         collation_fn=partial(collate_samples, modalities=self.modalities, shapes=self.shapes)),
         )
-        limit = self.batches_per_worker(workers)
-        if limit is not None:
-            pipeline = pipeline.with_epoch(limit)
-        return iter(pipeline)
 
 
 def make_dataloader(config: LoaderConfig, epoch: int = 0) -> DataLoader:
@@ -199,4 +220,4 @@ def make_dataloader(config: LoaderConfig, epoch: int = 0) -> DataLoader:
         _, world = distributed_rank_and_size(config)
         check_shard_count(len(stream.shards), world, config.num_workers, config.split, config.path)
     return DataLoader(stream, batch_size=None, num_workers=config.num_workers,
-                      persistent_workers=False, pin_memory=False)
+                      persistent_workers=config.persistent and config.num_workers > 0, pin_memory=False)

@@ -102,3 +102,33 @@ def test_max_objects_reads_only_the_first_shards_that_hold_that_many(make_datase
     assert read[100] == [f"obj-{i:05d}" for i in range(12)]
     with pytest.raises(ValueError, match="max_objects must be at least 1"):
         LoaderConfig(path=str(path), max_objects=0)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_persistent_stream_keeps_its_workers_and_continues_across_epochs(make_dataset, workers):
+    path = make_dataset(n=48, shard_size=4, all_train=True)
+
+    def epochs(persistent: bool) -> tuple[list[list[str]], list[set[int]]]:
+        config = LoaderConfig(path=str(path), batch_size=4, num_workers=workers, resampled=True,
+                              samples_per_epoch=24, shuffle_buffer=8, seed=5, persistent=persistent)
+        loader = make_dataloader(config)  # set_epoch is not called: persistent workers would not see it
+        ids, pids = [], []
+        for _ in range(3):
+            batches = list(loader)
+            ids.append([i for batch in batches for i in batch["id"]])
+            iterator = getattr(loader, "_iterator", None)  # torch keeps it only for persistent workers
+            pids.append({w.pid for w in iterator._workers} if iterator is not None else set())
+        return ids, pids
+
+    ids, pids = epochs(persistent=True)
+    assert all(len(epoch) == 24 for epoch in ids)  # each epoch still sized by samples_per_epoch
+    assert ids[0] != ids[1] != ids[2]  # the stream continues rather than restarting
+    if workers:
+        assert pids[0] == pids[1] == pids[2] and len(pids[0]) == workers  # the same processes every epoch
+    restarted, _ = epochs(persistent=False)
+    assert restarted[0] == restarted[1]  # without it, an epoch whose number nobody sets repeats the last
+
+
+def test_a_persistent_stream_needs_resampled_mode():
+    with pytest.raises(ValueError, match="persistent streams need resampled mode"):
+        LoaderConfig(path="x", persistent=True)
