@@ -13,6 +13,8 @@ Stages, in order (as in open_clip's webdataset pipeline):
 
 Without resampling and without an epoch size, one epoch over all ranks and workers visits every object
 of the split exactly once. Same seed and epoch give the same order; call `set_epoch` every epoch.
+A persistent resampled stream (`persistent=True`) is made once per reader, seeded from the epoch then,
+and each later epoch takes the next batches of it.
 """
 
 from __future__ import annotations
