@@ -27,8 +27,12 @@ CROSS_MODAL_ONLY = ("--model.masked_spectrum.weight", "0", "--model.self_views",
 
 
 def default_wandb_mode() -> None:
-    """wandb runs offline unless configured: an unreachable server makes online mode retry for minutes."""
-    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
+    """wandb runs offline unless configured: an unreachable server makes online mode retry for minutes.
+    An empty WANDB_MODE (`WANDB_MODE= cmd`) counts as unset; wandb itself rejects it."""
+    if os.environ.get("WANDB_MODE"):
+        return
+    os.environ.pop("WANDB_MODE", None)
+    if not os.environ.get("WANDB_API_KEY"):
         os.environ["WANDB_MODE"] = "offline"
 
 

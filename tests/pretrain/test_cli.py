@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -11,6 +12,7 @@ import torch
 
 import astrofm
 from astrofm.data.loader import LoaderConfig, make_dataloader
+from pretrain.cli import default_wandb_mode
 from tests.pretrain.conftest import FAST, REPO, TINY_RECIPE, astrofm_command, quiet_env
 
 
@@ -150,3 +152,15 @@ def test_fit_with_masked_spectrum_modelling_logs_the_term_and_exports_the_plain_
     assert any(g["params"] for g in checkpoint["optimizer_states"][0]["param_groups"])
     model = astrofm.load_model(run / "model")  # strict load: the head is not in the model folder
     assert model.embed(_first_batch(latent_dataset))["spectrum"].shape == (16, 128)
+
+
+@pytest.mark.parametrize(("mode", "key", "expected"), [
+    (None, None, "offline"), ("", None, "offline"), ("", "k", None), ("online", None, "online")])
+def test_wandb_runs_offline_unless_configured_and_an_empty_mode_counts_as_unset(monkeypatch, mode, key, expected):
+    for name, value in (("WANDB_MODE", mode), ("WANDB_API_KEY", key)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    default_wandb_mode()
+    assert os.environ.get("WANDB_MODE") == expected
