@@ -102,7 +102,9 @@ def test_a_run_capped_by_time_ends_at_the_floor_learning_rate(latent_dataset, tm
     planned = trainer.estimated_stepping_batches
     assert trainer.global_step < 0.5 * planned  # the clock, not the step count, ended the run
     if anneal_by_time:
-        assert final_lr < 1e-3 * 0.1  # within a step or two of the floor, 5e-5
+        # Near the floor (5e-5); the bound leaves room for slow steps when other work shares the cores
+        # (the last step can start a few tenths of the limit early), yet sits far below the 0.9 peak below.
+        assert final_lr < 1e-3 * 0.3
     else:
         assert final_lr > 1e-3 * 0.9  # still near the peak: the cosine had barely begun
 
