@@ -87,9 +87,8 @@ def raw_read(path: Path) -> dict:
     return {"bytes": total, "bytes_per_s": total / elapsed}
 
 
-def in_fresh_process(path: Path, workers: int, batch_size: int, call: str = "measure_loader({path!r}, {workers}, "
-                     "{batch_size})") -> dict:
-    call = call.format(path=str(path), workers=workers, batch_size=batch_size)
+def in_fresh_process(call: str) -> dict:
+    """Runs `call`, an expression over this module (e.g. "measure_loader('/x', 2, 64)"), in a new process."""
     code = f"import json, sys; sys.path.insert(0, 'benchmarks'); import bench_loader as b; print(json.dumps(b.{call}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
@@ -107,10 +106,10 @@ def main() -> None:
         small = build_dataset(Path(tmp) / "x1", args.shards, args.shard_size)
         large = build_dataset(Path(tmp) / "x10", 10 * args.shards, args.shard_size)
         raw = raw_read(small)
-        x1 = in_fresh_process(small, args.workers, args.batch_size)
-        x10 = in_fresh_process(large, args.workers, args.batch_size)
-        epochs = {mode: in_fresh_process(small, args.workers, args.batch_size, "measure_epochs({path!r}, {workers}, "
-                                         f"{{batch_size}}, persistent={mode == 'persistent'})")
+        x1 = in_fresh_process(f"measure_loader({str(small)!r}, {args.workers}, {args.batch_size})")
+        x10 = in_fresh_process(f"measure_loader({str(large)!r}, {args.workers}, {args.batch_size})")
+        epochs = {mode: in_fresh_process(f"measure_epochs({str(small)!r}, {args.workers}, {args.batch_size}, "
+                                         f"persistent={mode == 'persistent'})")
                   for mode in ("restarted", "persistent")}
     bytes_per_sample = raw["bytes"] / x1["samples"]
     print(json.dumps({
