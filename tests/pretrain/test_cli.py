@@ -45,6 +45,9 @@ def test_base_recipe_is_gpu_bf16_ddp():
     config = ParseOnlyCLI.parse(["--config", str(REPO / "configs/pretrain/base.yaml")])
     assert config.trainer.precision == "bf16-mixed" and config.trainer.strategy == "ddp"
     assert config.model.encoders["image"].class_path.endswith("ImageViTEncoder")
+    # The spectrum-internal terms of tiny, so the GPU recipe keeps the spectrum's redshift precision too.
+    assert list(config.model.self_views) == ["spectrum"]
+    assert config.model.masked_spectrum.weight > 0 and config.model.masked_spectrum.self_view
 
 
 def _run(args, timeout=240, **kwargs):
