@@ -191,3 +191,53 @@ def test_only_modalities_in_the_batch():
     # Without masks every row counts as present.
     bare = {"photometry": {"flux": torch.zeros(4, 2), "flux_err": torch.ones(4, 2)}}
     assert (augment_batch(bare, AugmentConfig(), gen(16))["photometry"]["flux"] != 0).all()
+
+
+ERRORS = {"spectrum": "ivar", "photometry": "flux_err", "image": "ivar"}
+
+
+def row_scale(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """The single factor after / before of one row (asserting it is one factor), from its nonzero pixels."""
+    use = before != 0
+    ratio = after[use] / before[use]
+    torch.testing.assert_close(ratio, ratio[0].expand_as(ratio))
+    return ratio[0]
+
+
+def test_flux_scale_rescales_each_modality_of_each_object_by_its_own_factor_and_keeps_snr():
+    batch = make_batch(60)
+    sigma = 0.3
+    out = augment_batch(batch, AugmentConfig(**{**OFF.__dict__, "flux_scale_mag": sigma}), gen(17))
+    factors = {}
+    for m, error in ERRORS.items():
+        logs = []
+        for row in range(60):
+            before, after = batch[m]["flux"][row], out[m]["flux"][row]
+            if not batch["mask"][m][row]:
+                assert torch.equal(after, before) and torch.equal(out[m][error][row], batch[m][error][row])
+                continue
+            s = row_scale(before, after)
+            # Errors follow the flux: flux^2 * ivar and flux / flux_err are unchanged.
+            if error == "ivar":
+                torch.testing.assert_close(out[m]["ivar"][row] * s**2, batch[m]["ivar"][row])
+            else:
+                torch.testing.assert_close(out[m]["flux_err"][row] / s, batch[m]["flux_err"][row])
+            logs.append(-2.5 * math.log10(float(s)))
+            factors[(m, row)] = float(s)
+        spread = torch.tensor(logs).std().item()
+        assert 0.5 * sigma < spread < 1.5 * sigma, f"{m}: dm spread {spread:.3f} for sigma {sigma}"
+    # Independent per modality: one object's spectrum and image are not scaled alike.
+    both = [row for row in range(60) if ("spectrum", row) in factors and ("image", row) in factors]
+    assert sum(factors[("spectrum", r)] != factors[("image", r)] for r in both) == len(both)
+
+
+def test_flux_scale_leaves_the_other_draws_unchanged():
+    batch = make_batch()
+    plain = augment_batch(batch, AugmentConfig(), gen(18))
+    scaled = augment_batch(batch, AugmentConfig(flux_scale_mag=0.2), gen(18))
+    for m in MODS:
+        for row in range(len(batch["id"])):
+            if batch["mask"][m][row]:
+                row_scale(plain[m]["flux"][row], scaled[m]["flux"][row])  # one factor: same noise, same turn
+    assert torch.equal(augment_batch(batch, AugmentConfig(flux_scale_mag=0.0), gen(18))["image"]["flux"],
+                       plain["image"]["flux"])
