@@ -11,8 +11,12 @@ For every modality and for every cross-modal direction a->b, the neighbour label
     median |dz| / (1 + z) over each object's 10 nearest neighbours (z: `label`, e.g. redshift)
 beside two baselines: 10 random objects of the pool, and 10 nearest neighbours in the raw inputs
 (cosine on standardised flux; the dataset folder is found through the store's manifest, or given).
+For every modality and every numeric label column, the neighbour agreement (astrofm.neighbour_agreement):
+median |dlabel| over the 10 nearest neighbours / over random pairs, which says what the neighbourhoods
+are organised by (brightness, redshift, galaxy type, ...).
 
-Output: REPORT_DIR/metrics.json, REPORT_DIR/retrieval_curves.png, REPORT_DIR/label_consistency.png.
+Output: REPORT_DIR/metrics.json, REPORT_DIR/retrieval_curves.png, REPORT_DIR/label_consistency.png,
+REPORT_DIR/neighbour_agreement.png.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 
 from astrofm.atomic import staged_folder
 from astrofm.embedstore.store import EmbeddingStore, table_vectors
+from astrofm.neighbour_agreement import agreement, plot_agreement
 from astrofm.neighbour_plot import plot_query_neighbours
 from astrofm.reports import check_report_target, write_metrics
 
@@ -111,8 +116,22 @@ def _pool(tables: dict, a: str, b: str, max_objects: int) -> tuple[list[str], np
     return [tables[a]["ids"][i] for i in rows_a], tables[a]["vectors"][rows_a], tables[b]["vectors"][rows_b]
 
 
+def numeric_labels(table) -> dict[str, np.ndarray]:
+    """Every numeric (or boolean) column but the embedding, as float64 arrays (nulls as NaN)."""
+    import pyarrow as pa
+
+    out = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        kind = column.type
+        if name != "embedding" and (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                                    or pa.types.is_boolean(kind)):
+            out[name] = np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return out
+
+
 def read_tables(config: RetrievalReportConfig) -> tuple[EmbeddingStore, dict[str, dict]]:
-    """modality -> {"ids", "vectors" (unit), "z"} for the report's split, modalities with 2+ objects."""
+    """modality -> {"ids", "vectors" (unit), "z", "labels"} for the report's split, modalities with 2+
+    objects; "labels" holds every numeric column (numeric_labels)."""
     store = EmbeddingStore.open(config.embeddings)
     splits = [config.split] if config.split else None
     tables = {}
@@ -122,7 +141,8 @@ def read_tables(config: RetrievalReportConfig) -> tuple[EmbeddingStore, dict[str
             continue
         z = (np.asarray(table.column(config.label).to_numpy(zero_copy_only=False), dtype=np.float64)
              if config.label in table.column_names else np.full(len(table), np.nan))
-        tables[modality] = {"ids": table.column("id").to_pylist(), "vectors": _unit(table_vectors(table)), "z": z}
+        tables[modality] = {"ids": table.column("id").to_pylist(), "vectors": _unit(table_vectors(table)), "z": z,
+                            "labels": numeric_labels(table)}
     if not tables:
         raise ValueError(f"{config.embeddings}: fewer than 2 objects in every modality"
                          f"{f' of split {config.split!r}' if config.split else ''}; nothing to report")
@@ -142,7 +162,7 @@ def compute_metrics(config: RetrievalReportConfig, store: EmbeddingStore | None 
     rng = np.random.default_rng(config.seed)
     metrics: dict[str, Any] = {"embeddings": str(store.path), "split": config.split, "label": config.label,
                                "max_objects": config.max_objects, "pairs": {}, "neighbours": {},
-                               "raw_baseline": data if use_raw else None}
+                               "neighbour_agreement": {}, "raw_baseline": data if use_raw else None}
     curves: dict[str, np.ndarray] = {}
     names = list(tables)
     for i, a in enumerate(names):
@@ -164,6 +184,8 @@ def compute_metrics(config: RetrievalReportConfig, store: EmbeddingStore | None 
             }
     for a in names:
         entry = tables[a]
+        labels = {name: values[: config.max_objects] for name, values in entry.get("labels", {}).items()}
+        metrics["neighbour_agreement"][a] = agreement(entry["vectors"][: config.max_objects], labels, config.seed)
         keep = np.flatnonzero(np.isfinite(entry["z"]))[: config.max_objects]
         if keep.size < 2:
             continue
@@ -222,6 +244,7 @@ def _plots(folder: Path, metrics: dict[str, Any], curves: dict[str, np.ndarray])
     fig.tight_layout()
     fig.savefig(folder / "label_consistency.png", dpi=120)
     plt.close(fig)
+    plot_agreement(folder / "neighbour_agreement.png", metrics["neighbour_agreement"])
 
 
 def write_report(config: RetrievalReportConfig) -> Path:

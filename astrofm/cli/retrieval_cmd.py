@@ -11,7 +11,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "retrieval", help="retrieval report of an embedding folder (top-k, rank curves, neighbour labels)",
         description="Per modality pair: top-1/top-10 retrieval, the fraction-correct-vs-rank curve and its "
                     "area; per modality: median |dz|/(1+z) of the 10 nearest neighbours beside random and "
-                    "raw-input kNN baselines. Writes REPORT_DIR/metrics.json and PNG plots.")
+                    "raw-input kNN baselines, and for every numeric label how much more closely the 10 "
+                    "nearest neighbours agree on it than random pairs do (what the neighbourhoods are "
+                    "organised by). Writes REPORT_DIR/metrics.json and PNG plots.")
     parser.add_argument("--embeddings", required=True, metavar="EMB_DIR", help="embedding folder (astrofm embed)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to write")
     parser.add_argument("--split", default="test", help="split to evaluate, or 'all' (default: test)")
@@ -41,5 +43,9 @@ def run(args: argparse.Namespace) -> int:
     for name, entry in metrics["neighbours"].items():
         extra = "".join(f"  {key} {entry[key]:.4f}" for key in ("random", "raw_knn") if entry.get(key) is not None)
         print(f"{name:22s} median |dz|/(1+z) {entry['embedding']:.4f}{extra}")
+    for modality, found in metrics.get("neighbour_agreement", {}).items():
+        closest = ", ".join(f"{label} {entry['ratio']:.3f}" for label, entry in list(found.items())[:4])
+        if closest:
+            print(f"{modality:22s} neighbours agree most on (|dlabel| / random): {closest}")
     print(f"report written to {out}")
     return 0

@@ -11,6 +11,7 @@ import pytest
 
 from astrofm.cli.main import main
 from astrofm.embedstore.store import EMBEDDINGS_FORMAT, vectors_array
+from astrofm.neighbour_agreement import agreement
 from astrofm.retrieval_report import (
     RetrievalReportConfig,
     compute_metrics,
@@ -63,11 +64,30 @@ def test_identical_modalities_retrieve_perfectly_and_random_ones_do_not(tmp_path
 def test_report_folder_through_the_cli(world, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["retrieval", "--embeddings", str(world.embeddings), "--out", str(out), "--split", "all"]) == 0
-    assert "spectrum-image" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "spectrum-image" in printed and "spectrum               neighbours agree most on" in printed
     assert sorted(p.name for p in out.iterdir()) == [
-        "label_consistency.png", "metrics.json", "neighbours.png", "retrieval_curves.png"]
+        "label_consistency.png", "metrics.json", "neighbour_agreement.png", "neighbours.png", "retrieval_curves.png"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["pairs"]) == {"spectrum-photometry", "spectrum-image", "photometry-image"}
     assert metrics["neighbours"]["spectrum"]["raw_knn"] is not None  # the dataset is found via the manifest
+    assert "redshift" in metrics["neighbour_agreement"]["spectrum"]
     assert main(["retrieval", "--embeddings", str(world.embeddings), "--out", str(out)]) == 1
     assert "exists" in capsys.readouterr().err
+
+
+def test_neighbour_agreement_ranks_the_label_the_embedding_is_ordered_by_first():
+    n, rng = 400, np.random.default_rng(0)
+    ordered = rng.uniform(0, 1, n)  # the embedding is a half circle parametrised by this label
+    angle = np.pi * ordered
+    vectors = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    unrelated = rng.normal(size=n)
+    partly_missing = ordered.copy()
+    partly_missing[::3] = np.nan
+    found = agreement(vectors, {"unrelated": unrelated, "ordered": ordered, "constant": np.ones(n),
+                                "partly_missing": partly_missing, "absent": np.full(n, np.nan)})
+    assert set(found) == {"ordered", "partly_missing", "unrelated"}  # constant and all-NaN labels say nothing
+    assert list(found)[-1] == "unrelated"  # sorted from the closest agreement
+    assert found["ordered"]["ratio"] < 0.05 and found["partly_missing"]["ratio"] < 0.05
+    assert 0.7 < found["unrelated"]["ratio"] < 1.3
+    assert found["ordered"]["ratio"] == found["ordered"]["neighbours"] / found["ordered"]["random"]
