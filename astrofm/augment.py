@@ -4,12 +4,7 @@
   preferred orientation); every per-pixel array of the image (flux, ivar) gets the same transform,
   so pixels keep their weights and the total flux is unchanged;
 - spectra: a new noise draw from the inverse variance, flux + N(0, 1 / sqrt(ivar)) where ivar > 0;
-- photometry: flux + N(0, flux_err) where flux_err > 0;
-- every modality (off by default): a flux calibration factor 10^(-0.4 dm), dm ~ N(0, flux_scale_mag),
-  drawn per object and per modality, so one object's spectrum, photometry and image disagree in
-  brightness as fibre aperture losses and calibration offsets make them in real surveys. Errors scale
-  with the flux (ivar / s^2, flux_err * s), so signal-to-noise is kept. Matching then leans on colours,
-  spectral shape and line positions rather than on brightness alone.
+- photometry: flux + N(0, flux_err) where flux_err > 0.
 
 Pixels with no information (ivar 0, flux_err 0, or non-finite) and rows of objects that lack the
 modality (batch["mask"][m] False) are left untouched. The noise draws are augmentations, not new
@@ -32,7 +27,6 @@ class AugmentConfig:
     spectrum_noise: bool = True  # a new noise draw from the ivar: flux + N(0, 1/sqrt(ivar)) where ivar > 0
     photometry_noise: bool = True  # flux + N(0, flux_err) where flux_err > 0
     noise_scale: float = 1.0  # multiplies the standard deviation of both noise draws
-    flux_scale_mag: float = 0.0  # std (magnitudes) of a per-object, per-modality flux calibration factor; 0: off
 
 
 def augment_batch(batch: dict, config: AugmentConfig, generator: torch.Generator | None = None) -> dict:
@@ -57,23 +51,7 @@ def augment_batch(batch: dict, config: AugmentConfig, generator: torch.Generator
         out["photometry"] = {**arrays, "flux": _add_noise(arrays["flux"], arrays["flux_err"],
                                                           _row_mask(masks, "photometry", arrays),
                                                           config.noise_scale, generator)}
-    if config.flux_scale_mag > 0:
-        # Drawn after every other augmentation, so switching it on leaves their random draws unchanged.
-        for modality, error in (("spectrum", "ivar"), ("photometry", "flux_err"), ("image", "ivar")):
-            if modality in out:
-                out[modality] = _rescale_flux(out[modality], error, _row_mask(masks, modality, out[modality]),
-                                              config.flux_scale_mag, generator)
     return out
-
-
-def _rescale_flux(arrays: dict, error: str, rows: torch.Tensor, sigma_mag: float,
-                  generator: torch.Generator | None) -> dict:
-    """flux * s and the error with it (ivar / s^2 or flux_err * s), s = 10^(-0.4 dm) per present row."""
-    flux = arrays["flux"]
-    dm = _draw("normal", (flux.shape[0],), generator).to(device=flux.device, dtype=flux.dtype) * sigma_mag
-    scale = torch.where(rows, 10.0 ** (-0.4 * dm), torch.ones_like(dm)).reshape(-1, *([1] * (flux.ndim - 1)))
-    values = arrays[error]
-    return {**arrays, "flux": flux * scale, error: values / scale.square() if error == "ivar" else values * scale}
 
 
 def _row_mask(masks: dict, modality: str, arrays: dict) -> torch.Tensor:
