@@ -13,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "misspec", help="simulation vs observation on embeddings: two-sample tests, model comparison, coverage",
         description="Embed the observed dataset's val and test splits (never seen in pretraining) and every "
                     "split of each simulated suite; per suite, a cross-fitted classifier two-sample test "
-                    "(held-out ROC AUC, permutation p-value, bootstrap 95%% interval), kNN coverage both ways "
+                    "(held-out ROC AUC, permutation p-value, bootstrap 95% interval), kNN coverage both ways "
                     "and the labels that differ for flagged objects; across suites, posterior model "
                     "probabilities of the observed objects from a classifier trained on the suites only. "
                     "Objects are split into halves by object index, so a same-seed simulated twin never "

@@ -11,7 +11,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "regress", help="regression probes on frozen embeddings (kNN, ridge, MLP) with conformal intervals",
         description="Fit on the train split (a seeded, nested label fraction of it), choose hyper-parameters "
-                    "and calibrate split-conformal 68%%/95%% intervals on val, report on test: R^2, RMSE, "
+                    "and calibrate split-conformal 68%/95% intervals on val, report on test: R^2, RMSE, "
                     "bias, NMAD, outlier fraction, coverage. Writes REPORT_DIR/metrics.json, PNG plots and "
                     "report.md.")
     parser.add_argument("--embeddings", required=True, metavar="EMB_DIR", help="embedding folder (astrofm embed)")
