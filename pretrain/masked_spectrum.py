@@ -62,11 +62,6 @@ def span_mask(batch: int, length: int, config: MaskedSpectrumConfig, device=None
     return torch.gather(hidden, 1, block)
 
 
-def hide_pixels(spectrum: dict[str, torch.Tensor], hidden: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The spectrum with ivar 0 where `hidden` (B, L) is True: the encoder treats those pixels as missing."""
-    return {**spectrum, "ivar": torch.where(hidden, torch.zeros_like(spectrum["ivar"]), spectrum["ivar"])}
-
-
 class MaskedSpectrumHead(nn.Module):
     """Decodes the encoder's patch outputs back to the patch pixels; computes the masked-spectrum loss."""
 
@@ -89,12 +84,13 @@ class MaskedSpectrumHead(nn.Module):
         """Scalar loss. spectrum: {"flux", "ivar"} (B, L); has_spectrum (B,) bool; hidden: (B, L) bool
         mask of hidden pixels (default: drawn with span_mask). With return_pooled: (loss, the encoder's
         pooled output of the masked spectrum (B, dim)), for the shared self view."""
-        flux = spectrum["flux"]
+        flux, ivar = spectrum["flux"], spectrum["ivar"]
         if hidden is None:
             hidden = span_mask(flux.shape[0], flux.shape[1], self.config, device=flux.device)
         with torch.no_grad():
             target, valid, _ = encoder.standardised(spectrum)  # (B, L), (B, L)
-        pooled, outputs = encoder(hide_pixels(spectrum, hidden), return_patches=True)  # (B, D), (B, N, D)
+        masked = {"flux": flux, "ivar": torch.where(hidden, torch.zeros_like(ivar), ivar)}
+        pooled, outputs = encoder(masked, return_patches=True)  # (B, D), (B, N, D)
         predicted = self.decode(outputs)  # (B, N, P)
         whole = self._patches(hidden, True).all(-1)  # (B, N): no pixel of the patch was shown
         scored = whole[..., None] & self._patches(valid & hidden, False) & has_spectrum[:, None, None]

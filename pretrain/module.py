@@ -21,16 +21,8 @@ from astrofm.losses import ContrastiveLossConfig, MultiModalContrastiveLoss
 from astrofm.models.multimodal import MultiModalModel
 from astrofm.retrieval import leave_one_out_knn_r2, pairwise_retrieval
 from pretrain.export import CHECKPOINT_KEY
-from pretrain.masked_spectrum import MaskedSpectrumConfig, MaskedSpectrumHead, hide_pixels, span_mask
+from pretrain.masked_spectrum import MaskedSpectrumConfig, MaskedSpectrumHead, span_mask
 from pretrain.optim import OptimizerConfig, build_optimizer
-from pretrain.redshift_negatives import (
-    RedshiftNegativesConfig,
-    draw_shifts,
-    hard_negative_loss,
-    redshifted,
-    view_target,
-    without_edge,
-)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,7 +44,6 @@ class ContrastivePretrainer(pl.LightningModule):
         self_views: tuple[str, ...] = (),
         self_view_weight: float = 1.0,
         masked_spectrum: MaskedSpectrumConfig | None = None,
-        redshift_negatives: RedshiftNegativesConfig | None = None,
         val_probe_label: str | None = "redshift",
         val_probe_k: int = 16,
     ):
@@ -75,9 +66,6 @@ class ContrastivePretrainer(pl.LightningModule):
             masked_spectrum: masked-spectrum modelling beside the contrastive loss (weight 0: off), as
                 AstroCLIP pretrains SpecFormer; see pretrain.masked_spectrum. Its `self_view: true` makes
                 the masked spectrum the spectrum's self view when both terms are on (one pass for both).
-            redshift_negatives: each spectrum's embedding must lie nearer its second view than a copy of
-                itself moved to another redshift (weight 0: off; needs self_views [spectrum]); see
-                pretrain.redshift_negatives. It makes embedding distances follow redshift at fixed brightness.
             val_probe_label: a numeric label of the dataset (None: none) predicted in validation from each
                 modality's embeddings by leave-one-out kNN among the retrieval pool, logged as
                 val/knn_r2/<modality>: the science the embeddings are for, epoch by epoch. Skipped
@@ -106,10 +94,6 @@ class ContrastivePretrainer(pl.LightningModule):
                 raise ValueError(f"masked_spectrum.weight > 0 needs a spectrum encoder (the model has "
                                  f"{self.model.modalities})")
             self.masked_spectrum_head = MaskedSpectrumHead(self.model.encoders["spectrum"], self.masked_spectrum_config)
-        self.redshift_negatives_config = redshift_negatives or RedshiftNegativesConfig()
-        if self.redshift_negatives_config.enabled and "spectrum" not in self.self_views:
-            raise ValueError("redshift_negatives.weight > 0 needs a spectrum self view (self_views: [spectrum]): "
-                             "the redshifted copy is scored against that second view")
         self.data_info: dict[str, Any] = {}
         self._time_fraction = 0.0  # share of Trainer max_time used, rank 0's clock (anneal_by_time)
         self._val_embeddings: dict[str, list[torch.Tensor]] = {}
@@ -149,31 +133,20 @@ class ContrastivePretrainer(pl.LightningModule):
             batch = augment_batch(source, self.augment_config)
         embeddings = self.model(batch)
         loss, parts = self.loss_fn(embeddings, self._masks(batch, embeddings), self.model.logit_scale)
-        negatives = self.redshift_negatives_config.enabled and "spectrum" in embeddings
-        # With redshifted copies, the spectrum's second view loses an edge as the copies do (see the module).
-        spectrum_source = self._without_edge(source) if negatives else source
-        second_views: dict[str, torch.Tensor] = {}
         for modality in self.self_views:
             if modality in embeddings and not self._masked_view_is_self_view(modality):
-                view_loss, view_parts, second_views[modality] = self._self_view_loss(
-                    spectrum_source if modality == "spectrum" else source, modality, embeddings[modality],
-                    return_view=True)
+                view_loss, view_parts = self._self_view_loss(source, modality, embeddings[modality])
                 loss = loss + self.self_view_weight * view_loss
                 parts.update(view_parts)
         if self.masked_spectrum_head is not None and batch.get("spectrum") is not None:
             if self._masked_view_is_self_view("spectrum") and "spectrum" in embeddings:
-                masked_loss, view_loss, view_parts, second_views["spectrum"] = self._masked_self_view_loss(
-                    spectrum_source, embeddings["spectrum"], return_view=True)
+                masked_loss, view_loss, view_parts = self._masked_self_view_loss(source, embeddings["spectrum"])
                 loss = loss + self.self_view_weight * view_loss
                 parts.update(view_parts)
             else:
                 masked_loss = self._masked_spectrum_loss(batch)
             parts["masked_spectrum"] = masked_loss
             loss = loss + self.masked_spectrum_config.weight * masked_loss
-        if negatives and "spectrum" in second_views:
-            negative_loss = self._redshift_negative_loss(source, embeddings["spectrum"], second_views["spectrum"])
-            parts["redshift_negatives"] = negative_loss.detach()
-            loss = loss + self.redshift_negatives_config.weight * negative_loss
         self._stop_on_non_finite(loss, parts)
         size = len(batch["id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -193,13 +166,10 @@ class ContrastivePretrainer(pl.LightningModule):
             raise ValueError(f"self_views {identical}: the second view would equal the first; switch on that "
                              f"modality's augmentation (augment.spectrum_noise, ...)")
 
-    def _self_view_loss(self, source: dict, modality: str, first: torch.Tensor, return_view: bool = False):
-        """InfoNCE between `first` (the embedding of one augmented view) and a second, independent view;
-        with return_view, also that view's embedding."""
+    def _self_view_loss(self, source: dict, modality: str, first: torch.Tensor):
+        """InfoNCE between `first` (the embedding of one augmented view) and a second, independent view."""
         view = augment_batch({"mask": source["mask"], modality: source[modality]}, self.augment_config)
-        second = self.model(view)[modality]
-        loss, parts = self._view_pair_loss(modality, first, second, source["mask"][modality])
-        return (loss, parts, second) if return_view else (loss, parts)
+        return self._view_pair_loss(modality, first, self.model(view)[modality], source["mask"][modality])
 
     def _view_pair_loss(self, modality: str, first: torch.Tensor, second: torch.Tensor, mask: torch.Tensor):
         """(loss, parts): InfoNCE between two views' embeddings of the same objects (one presence mask)."""
@@ -212,46 +182,15 @@ class ContrastivePretrainer(pl.LightningModule):
         return (modality == "spectrum" and modality in self.self_views and self.masked_spectrum_head is not None
                 and self.masked_spectrum_config.self_view)
 
-    def _masked_self_view_loss(self, source: dict, first: torch.Tensor, return_view: bool = False):
+    def _masked_self_view_loss(self, source: dict, first: torch.Tensor):
         """(masked-spectrum loss, self-view loss, its parts): the second view is a new noise draw of the
-        spectrum with spans hidden; its pooled output is matched against `first`, its patches decoded.
-        With return_view, the second view's embedding comes fourth."""
+        spectrum with spans hidden; its pooled output is matched against `first`, its patches decoded."""
         mask = source["mask"]["spectrum"]
         view = augment_batch({"mask": source["mask"], "spectrum": source["spectrum"]}, self.augment_config)
         masked_loss, pooled = self.masked_spectrum_head(self.model.encoders["spectrum"], view["spectrum"], mask,
                                                         return_pooled=True)
-        second = self.model.heads["spectrum"](pooled)
-        view_loss, view_parts = self._view_pair_loss("spectrum", first, second, mask)
-        return (masked_loss, view_loss, view_parts, second) if return_view else (masked_loss, view_loss, view_parts)
-
-    def _spectrum_grid(self) -> tuple[float, float]:
-        """(wave_min, wave_step) of the dataset's spectra, from the manifest the model was normalised with."""
-        spec = self.model.spec.get("spectrum", {})
-        if "wave_min" not in spec or "wave_step" not in spec:
-            raise ValueError("redshift_negatives needs the spectrum's wavelength grid (wave_min, wave_step) from "
-                             "the dataset manifest; the model has none: call model.set_statistics(manifest) first")
-        return float(spec["wave_min"]), float(spec["wave_step"])
-
-    def _without_edge(self, source: dict) -> dict:
-        """`source` with the spectrum's second view trimmed at one edge, as a redshifted copy would be."""
-        flux = source["spectrum"]["flux"]
-        shift = draw_shifts(flux.shape[0], self.redshift_negatives_config, device=flux.device)
-        return {**source, "spectrum": without_edge(source["spectrum"], shift, *self._spectrum_grid())}
-
-    def _redshift_negative_loss(self, source: dict, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """The hard-negative term: `first` must match `second` (its second view) better than its copy moved
-        to another redshift, which gets the second view's treatment (new noise; masked spans if shared)."""
-        spectrum, mask = source["spectrum"], source["mask"]["spectrum"]
-        shift = draw_shifts(spectrum["flux"].shape[0], self.redshift_negatives_config, device=first.device)
-        copy = augment_batch({"mask": source["mask"], "spectrum": redshifted(spectrum, shift, *self._spectrum_grid())},
-                             self.augment_config)["spectrum"]
-        if self._masked_view_is_self_view("spectrum"):
-            copy = hide_pixels(copy, span_mask(*copy["flux"].shape, self.masked_spectrum_config,
-                                               device=first.device))
-        negative = self.model.heads["spectrum"](self.model.encoders["spectrum"](copy))
-        scale = self.model.logit_scale.detach().clamp(max=math.log(self.loss_fn.config.logit_scale_max)).exp()
-        return hard_negative_loss(first, second, negative, mask.to(torch.bool), scale,
-                                  view_target(shift, self.redshift_negatives_config))
+        view_loss, view_parts = self._view_pair_loss("spectrum", first, self.model.heads["spectrum"](pooled), mask)
+        return masked_loss, view_loss, view_parts
 
     def _masked_spectrum_loss(self, batch: dict, seed: int | None = None) -> torch.Tensor:
         """seed: draw the hidden spans from it (validation: the same spans every epoch); None: fresh ones."""
