@@ -157,6 +157,18 @@ def test_fit_with_masked_spectrum_modelling_logs_the_term_and_exports_the_plain_
     assert model.embed(_first_batch(latent_dataset))["spectrum"].shape == (16, 128)
 
 
+def test_a_fit_with_two_loader_workers_prints_none_of_lightnings_false_alarms(latent_dataset, tmp_path):
+    env = quiet_env()
+    env.pop("PYTHONWARNINGS")  # see every warning a user would see
+    result = subprocess.run(astrofm_command(
+        "pretrain", "fit", "--config", str(TINY_RECIPE), "--data.path", str(latent_dataset),
+        "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "2", "--wandb", "false",
+        *FAST, "--data.num_workers", "2"), capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "has `__len__` defined" not in result.stderr
+    assert "LeafSpec" not in result.stderr
+
+
 @pytest.mark.parametrize(("mode", "key", "expected"), [
     (None, None, "offline"), ("", None, "offline"), ("", "k", None), ("online", None, "online")])
 def test_wandb_runs_offline_unless_configured_and_an_empty_mode_counts_as_unset(monkeypatch, mode, key, expected):
