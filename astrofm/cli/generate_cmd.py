@@ -39,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--examples", type=int, default=4, metavar="N",
                         help="test objects shown in the generated-vs-true figure (default: 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true",
+                        help="no progress lines (--quiet is the older spelling)")
     parser.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR")
     parser.set_defaults(handler=run)
 

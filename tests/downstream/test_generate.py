@@ -19,7 +19,7 @@ from downstream.generation.methods import fit_knn
 from tests.conftest import TINY_SPEC
 from tests.downstream.generation_helpers import build_latent_dataset, build_untrained_model, latent_sample
 
-FAST = ["--epochs", "60", "--patience", "15", "--components", "8", "--k-grid", "1", "4", "16", "--quiet",
+FAST = ["--epochs", "60", "--patience", "15", "--components", "8", "--k-grid", "1", "4", "16", "--no-progress",
         "--threads", "1", "--examples", "2"]
 METHODS = ["decoder", "knn", "raw", "train_mean"]
 
