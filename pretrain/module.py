@@ -207,11 +207,11 @@ class ContrastivePretrainer(pl.LightningModule):
         # Every rank decides together, so no rank is left waiting in an all-reduce.
         if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
             return
-        detail = ", ".join(f"{pair}={float(value):.4g}" for pair, value in parts.items())
+        detail = ", ".join(f"{pair}={float(value.detach()):.4g}" for pair, value in parts.items())
         checkpoint = next((c for c in self.trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
         last = checkpoint.last_model_path if checkpoint else "none saved yet"
         raise NonFiniteLossError(
-            f"non-finite loss ({float(loss):.4g}) at epoch {self.current_epoch}, step {self.global_step}"
+            f"non-finite loss ({float(loss.detach()):.4g}) at epoch {self.current_epoch}, step {self.global_step}"
             f"{'; pairs: ' + detail if detail else ''}. Stopping; the last good checkpoint is {last}. "
             f"Lower the learning rate or check the data (astrofm data info --verify).")
 

@@ -50,6 +50,8 @@ def test_fewer_than_two_encoders_is_refused():
         ContrastivePretrainer({"spectrum": SpectrumEncoder()})
 
 
+# The message reads the loss without torch's warning about converting a tensor that requires grad.
+@pytest.mark.filterwarnings("error:Converting a tensor with requires_grad")
 def test_a_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
         latent_dataset, tmp_path, monkeypatch):
     module = tiny_module()
