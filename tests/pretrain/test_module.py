@@ -120,7 +120,7 @@ def test_self_view_term_matches_a_spectrum_with_a_new_noise_draw_of_itself(laten
     first = module.model(batch)["spectrum"]
     loss, parts = module._self_view_loss(batch, "spectrum", first)
     assert list(parts) == ["spectrum-spectrum_view"]
-    assert 0.0 < float(loss) < 2 * math.log(16)  # an untrained InfoNCE over 16 objects, not a trivial 0
+    assert 0.0 < loss.item() < 2 * math.log(16)  # an untrained InfoNCE over 16 objects, not a trivial 0
     loss.backward()
     spectrum_grads = [p.grad for p in module.model.encoders["spectrum"].parameters() if p.grad is not None]
     assert spectrum_grads and any(float(g.abs().sum()) > 0 for g in spectrum_grads)
@@ -169,7 +169,7 @@ def test_the_shared_masked_view_trains_the_encoder_the_heads_and_the_decoder(lat
     first = module.model(batch)["spectrum"]
     masked_loss, view_loss, parts = module._masked_self_view_loss(batch, first)
     assert list(parts) == ["spectrum-spectrum_view"]
-    assert float(masked_loss) > 0 and 0.0 < float(view_loss) < 2 * math.log(16)
+    assert masked_loss.item() > 0 and 0.0 < view_loss.item() < 2 * math.log(16)
     (masked_loss + view_loss).backward()
     for name, part in [("decoder", module.masked_spectrum_head), ("head", module.model.heads["spectrum"]),
                        ("encoder", module.model.encoders["spectrum"])]:
