@@ -75,7 +75,11 @@ class MultiModalModel(nn.Module):
         return {m: encoder(batch[m]) for m, encoder in self.encoders.items() if batch.get(m) is not None}
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """modality -> (B, embed_dim) L2-normalised, for every modality with an encoder and in the batch."""
+        """modality -> (B, embed_dim) L2-normalised, for every modality with an encoder and in the batch.
+
+        Every row gets a vector, including objects without the modality (batch["mask"][m] False): collation
+        fills those with zeros, and their vectors look valid but describe nothing. Keep only masked rows,
+        as `astrofm embed` and the losses do."""
         return {m: self.heads[m](features) for m, features in self.encode(batch).items()}
 
     @torch.no_grad()
