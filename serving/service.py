@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from astrofm.data.format import DatasetSpec, Sample
 from astrofm.embedstore.store import EmbeddingStore, UnknownIdError, json_value
@@ -158,15 +157,15 @@ class Service:
             modalities.append(self.index.modality)
             labels.update(self.index.labels(position))
         for modality in self.store.modalities if self.store is not None else []:
-            file = self.store.file(modality)
-            columns = [c for c in pq.read_schema(file).names if c != "embedding"]
-            table = pq.read_table(file, columns=columns, filters=[("id", "==", object_id)])
-            if len(table):
-                if modality not in modalities:
-                    modalities.append(modality)
-                for name, value in table.slice(0, 1).to_pylist()[0].items():
-                    if labels.get(name) is None:
-                        labels[name] = value
+            try:
+                fields = self.store.objects(modality).fields(object_id)
+            except UnknownIdError:
+                continue
+            if modality not in modalities:
+                modalities.append(modality)
+            for name, value in fields.items():
+                if labels.get(name) is None:
+                    labels[name] = value
         if not modalities:
             return None
         labels.pop("id", None)
@@ -222,6 +221,8 @@ def load_service(config: ServeConfig) -> Service:
         if store.dimension != model.embed_dim:
             raise ValueError(f"{config.embeddings}: dimension {store.dimension}, the model's is {model.embed_dim}")
         _same_model(model_sha, store.model_sha256, f"the embedding folder {config.embeddings}", config)
+        for modality in store.modalities:  # read each file once, here: a request then looks an id up in O(1)
+            store.objects(modality)
     if index.count:
         index.position(index.table.column("id")[0].as_py())  # builds the id map now, not in a request thread
     return Service(config, model, model_sha, spec, index, store)

@@ -15,6 +15,7 @@ stored as text. Read it with plain pyarrow or pandas:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -154,6 +155,8 @@ class EmbeddingStore:
 
     path: Path
     manifest: dict[str, Any]
+    # Files read whole by `objects`, kept for the store's lifetime (a server's): modality -> ObjectTable.
+    _objects: dict[str, ObjectTable] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> EmbeddingStore:
@@ -202,13 +205,56 @@ class EmbeddingStore:
             table = table.filter(pc.is_in(table["split"], value_set=pa.array(splits, pa.string())))
         return table
 
+    def objects(self, modality: str) -> ObjectTable:
+        """The modality's whole file in memory with an id -> row map, read on first call and kept: for many
+        lookups by id (a server), where `vector` would scan the file for each."""
+        if modality not in self._objects:
+            self._objects[modality] = ObjectTable.read(self.file(modality), modality)
+        return self._objects[modality]
+
     def vector(self, modality: str, object_id: str) -> np.ndarray:
-        """The (D,) embedding of one object in one modality."""
+        """The (D,) embedding of one object in one modality (from memory once `objects` has read the file,
+        else by a filtered read of it)."""
+        if modality in self._objects:
+            return self._objects[modality].vector(object_id)
         path = self.file(modality)
         table = pq.read_table(path, columns=["id", "embedding"], filters=[("id", "==", object_id)])
         if len(table) == 0:
             raise UnknownIdError(f"object {object_id!r} has no {modality} embedding in {path}")
         return table_vectors(table)[0]
+
+
+@dataclass
+class ObjectTable:
+    """One modality's embedding file, read whole, with a map from id to row (an id's first row if it is
+    repeated): O(1) lookups of an object's vector and labels."""
+
+    path: Path
+    modality: str
+    table: pa.Table
+    rows: dict[str, int]
+
+    @classmethod
+    def read(cls, path: Path, modality: str) -> ObjectTable:
+        table = pq.read_table(path)
+        rows: dict[str, int] = {}
+        for row, object_id in enumerate(table.column("id").to_pylist()):
+            rows.setdefault(object_id, row)
+        return cls(path, modality, table, rows)
+
+    def row(self, object_id: str) -> int:
+        if object_id not in self.rows:
+            raise UnknownIdError(f"object {object_id!r} has no {self.modality} embedding in {self.path}")
+        return self.rows[object_id]
+
+    def vector(self, object_id: str) -> np.ndarray:
+        return table_vectors(self.table.slice(self.row(object_id), 1))[0]
+
+    def fields(self, object_id: str) -> dict[str, Any]:
+        """Every column of the object's row but the embedding: id, split, labels and meta."""
+        row = self.row(object_id)
+        return {name: self.table.column(name)[row].as_py() for name in self.table.column_names
+                if name != "embedding"}
 
 
 def json_value(value: Any) -> Any:

@@ -16,7 +16,14 @@ import astrofm
 from astrofm.cli.main import main
 from astrofm.data import Dataset
 from astrofm.data.manifest import sha256_file
-from astrofm.embedstore.store import merge_parts, rows_table, table_vectors
+from astrofm.embedstore.store import (
+    EmbeddingStore,
+    ObjectTable,
+    UnknownIdError,
+    merge_parts,
+    rows_table,
+    table_vectors,
+)
 from tests.astrofm.search_helpers import EMBED_DIM, N_OBJECTS, embed_folder, missing_modality
 from tests.pretrain.conftest import astrofm_command, quiet_env
 
@@ -53,6 +60,32 @@ def test_only_objects_having_the_modality_appear_in_dataset_order(world):
     lacking = {m: sum(missing_modality(i) == m for i in range(N_OBJECTS)) for m in ("spectrum", "image")}
     assert counts == {"spectrum": N_OBJECTS - lacking["spectrum"], "photometry": N_OBJECTS,
                       "image": N_OBJECTS - lacking["image"]}
+
+
+def test_object_table_finds_what_a_filtered_read_finds(world):
+    ids = pq.read_table(world.embeddings / "image.parquet", columns=["id"]).column("id").to_pylist()
+    store = EmbeddingStore.open(world.embeddings)
+    filtered = {object_id: store.vector("image", object_id) for object_id in ids[::5]}  # before objects()
+    objects = store.objects("image")
+    assert store.objects("image") is objects  # read once, then kept
+    for object_id, vector in filtered.items():
+        np.testing.assert_array_equal(objects.vector(object_id), vector)
+        np.testing.assert_array_equal(store.vector("image", object_id), vector)  # now from memory
+    fields = objects.fields(ids[3])
+    assert fields["id"] == ids[3] and "embedding" not in fields and fields["survey"] == "test"
+    assert fields["index"] == int(ids[3].split("-")[1])
+    with pytest.raises(UnknownIdError, match="obj-99999.*image"):
+        objects.vector("obj-99999")
+
+
+def test_object_table_takes_a_repeated_id_s_first_row(tmp_path):
+    path = tmp_path / "spectrum.parquet"
+    vectors = np.eye(3, dtype=np.float32)
+    pq.write_table(rows_table(["a", "b", "a"], ["train"] * 3, np.arange(3), vectors, [{"n": i} for i in range(3)]),
+                   path)
+    objects = ObjectTable.read(path, "spectrum")
+    np.testing.assert_array_equal(objects.vector("a"), vectors[0])
+    assert objects.fields("a")["n"] == 0 and objects.fields("b")["n"] == 1
 
 
 def test_manifest_has_fingerprints_dimension_and_counts(world):

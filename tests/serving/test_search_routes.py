@@ -91,6 +91,19 @@ def test_cross_modal_id_query_needs_the_embedding_folder(make_client):
     assert item["loc"] == ["body", "query_modality"] and "--embeddings" in item["msg"]
 
 
+def test_requests_read_no_parquet(client, monkeypatch):
+    """The service reads each embedding file once at start-up, so looking an id up costs O(1), not a scan."""
+    import astrofm.embedstore.store
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a request read a Parquet file")
+
+    monkeypatch.setattr(astrofm.embedstore.store.pq, "read_table", refuse)
+    assert client.get("/v1/objects/obj-00007").json()["labels"]["index"] == 7
+    body = client.post("/v1/search", json={"id": "obj-00001", "query_modality": "image", "k": 3}).json()
+    assert body["query"]["source"] == "embeddings" and len(body["hits"]) == 3
+
+
 def test_objects_route(client, make_client):
     indexed = client.get("/v1/objects/obj-00001").json()
     assert indexed["id"] == "obj-00001" and indexed["modalities"] == ["spectrum", "photometry", "image"]
