@@ -4,7 +4,7 @@
 
 `forward` embeds every modality the model has an encoder for and the batch carries; rows whose
 `batch["mask"][modality]` is False (objects lacking the modality, zero-filled) are computed all the
-same, and the loss masks them. `logit_scale` is the log of the InfoNCE inverse temperature; the loss
+same, and the loss masks them; `embed` (inference) returns NaN for them. `logit_scale` is the log of the InfoNCE inverse temperature; the loss
 exponentiates and clamps it.
 
 The model describes itself with `to_config()` (JSON: encoder class paths and configs, head settings,
@@ -78,15 +78,22 @@ class MultiModalModel(nn.Module):
         """modality -> (B, embed_dim) L2-normalised, for every modality with an encoder and in the batch.
 
         Every row gets a vector, including objects without the modality (batch["mask"][m] False): collation
-        fills those with zeros, and their vectors look valid but describe nothing. Keep only masked rows,
-        as `astrofm embed` and the losses do."""
+        fills those with zeros, and their vectors look valid but describe nothing. The losses mask them;
+        `embed` sets them to NaN."""
         return {m: self.heads[m](features) for m, features in self.encode(batch).items()}
 
     @torch.no_grad()
     def embed(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """`forward` without gradients, for inference. It does not switch modes: call `.eval()` first
-        (load_model returns the model in eval mode)."""
-        return self.forward(batch)
+        """`forward` without gradients, for inference, with NaN rows for the objects that lack the modality
+        (batch["mask"][m] False), so that a zero-filled input can never pass for an embedding. It does not
+        switch modes: call `.eval()` first (load_model returns the model in eval mode)."""
+        vectors = self.forward(batch)
+        masks = batch.get("mask") or {}
+        for modality, values in vectors.items():
+            present = masks.get(modality)
+            if present is not None and not bool(present.all()):
+                vectors[modality] = values.masked_fill(~present.to(values.device, torch.bool)[:, None], float("nan"))
+        return vectors
 
     def to_config(self) -> dict[str, Any]:
         """JSON-serialisable description; `from_config` rebuilds the same architecture from it."""

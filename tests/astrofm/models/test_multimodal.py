@@ -40,11 +40,21 @@ def test_forward_gives_unit_embeddings_per_modality(image, manifest, batch):
     assert model.logit_scale.requires_grad
 
 
-def test_rows_without_a_modality_are_computed_and_absent_modalities_skipped(manifest):
+def test_rows_without_a_modality_are_nan_in_embed_and_absent_modalities_skipped(manifest):
     model = _model(manifest).eval()
     batch = make_batch(missing={1: "spectrum", 2: "image"})
     assert batch["mask"]["spectrum"].tolist() == [True, False, True, True]
-    _assert_unit_rows(model.embed(batch), 4, 16)  # zero-filled rows embed too; the loss masks them
+    with torch.no_grad():
+        trained = model(batch)
+    _assert_unit_rows(trained, 4, 16)  # forward embeds zero-filled rows too; the loss masks them
+    embedded = model.embed(batch)
+    for modality, lacking in (("spectrum", 1), ("image", 2), ("photometry", None)):
+        present = [row for row in range(4) if row != lacking]
+        torch.testing.assert_close(embedded[modality][present], trained[modality][present])
+        if lacking is not None:
+            assert torch.isnan(embedded[modality][lacking]).all()
+    unmasked = {key: value for key, value in batch.items() if key != "mask"}  # raw inputs: every row embeds
+    _assert_unit_rows(model.embed(unmasked), 4, 16)
     no_spectrum = make_batch(n=2, missing={0: "spectrum", 1: "spectrum"})
     assert "spectrum" not in no_spectrum
     assert set(model.embed(no_spectrum)) == {"photometry", "image"}
@@ -110,8 +120,11 @@ def test_model_runs_on_a_streamed_dataset(make_dataset):
     model.set_statistics(manifest)  # a Manifest works as well as its to_dict()
     batch = next(iter(make_dataloader(LoaderConfig(path=str(path), batch_size=6, num_workers=0, shuffle=False))))
     out = model.eval().embed(batch)
-    _assert_unit_rows(out, 6, 8)
     assert not batch["mask"]["spectrum"].all()
+    for modality, vectors in out.items():
+        present = batch["mask"][modality]
+        _assert_unit_rows({modality: vectors[present]}, int(present.sum()), 8)
+        assert torch.isnan(vectors[~present]).all()
 
 
 def test_embeddings_are_float32_under_autocast(manifest, batch):
