@@ -32,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="dz/(1+z) residuals for bias/NMAD/outliers (default: auto, from the target name)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                               modalities=list(args.modality), methods=list(args.method),
                               label_fractions=list(args.label_fraction), seeds=args.seeds, k=args.k,
                               redshift_like={"auto": None, "yes": True, "no": False}[args.redshift_like],
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, progress=not args.no_progress)
     out = write_report(config)
     import json
 

@@ -20,11 +20,13 @@ metric_vs_fraction.png and report.md.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from astrofm.atomic import staged_folder
 from astrofm.embedstore.store import EmbeddingStore, table_vectors
@@ -51,6 +53,7 @@ class RegressionConfig:
     k: int | None = None  # neighbours of the kNN probe; None: chosen on val from probes.KNN_GRID
     redshift_like: bool | None = None  # dz/(1+z) residuals; None: decided from the target's name
     overwrite: bool = False
+    progress: bool = True  # a bar over the fits (modality x method x fraction x seed) on stderr
 
 
 @dataclass
@@ -169,17 +172,21 @@ def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[st
     data = {modality: load_splits(store, modality, config.target) for modality in config.modalities}
     records, shown = [], {}
     fractions = sorted(set(config.label_fractions))
-    for modality, splits in data.items():
-        for method in config.methods:
-            for fraction in fractions:
-                for seed in range(config.seeds):
-                    record, arrays = evaluate(splits["train"], splits["val"], splits["test"], method, fraction,
-                                              seed, config, redshift_like)
-                    records.append({"modality": modality, **record})
-                    if fraction == fractions[-1] and seed == 0:
-                        shown.setdefault(modality, {})[method] = arrays
+    fits = [(modality, method, fraction, seed) for modality in data for method in config.methods
+            for fraction in fractions for seed in range(config.seeds)]
+    bar = tqdm(fits, desc="regress", unit="fit", disable=not config.progress, file=sys.stderr)
+    for modality, method, fraction, seed in bar:
+        bar.set_postfix_str(f"{modality} {method} f={fraction:g} seed {seed}")
+        splits = data[modality]
+        record, arrays = evaluate(splits["train"], splits["val"], splits["test"], method, fraction, seed, config,
+                                  redshift_like)
+        records.append({"modality": modality, **record})
+        if fraction == fractions[-1] and seed == 0:
+            shown.setdefault(modality, {})[method] = arrays
+    bar.close()
     settings = {**asdict(config), "redshift_like": redshift_like, "label_fractions": fractions,
                 "curve_levels": list(CURVE_LEVELS), "model_sha256": store.model_sha256}
+    settings.pop("progress")  # how the run was shown is not a result
     return {"config": settings, "records": records, "summary": _summary(records)}, shown
 
 

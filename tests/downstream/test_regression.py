@@ -238,7 +238,9 @@ def test_report_folder_through_the_cli(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "concat", "--target", "redshift",
                  "--label-fraction", "0.5", "1", "--seeds", "2", "--k", "16", "--out", str(out)]) == 0
-    assert "report written" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "report written" in printed.out
+    assert "regress" in printed.err and "24/24" in printed.err  # the bar over modalities x methods x fractions x seeds
     assert sorted(p.name for p in out.iterdir()) == [
         "calibration.png", "metric_vs_fraction.png", "metrics.json", "pred_vs_true_concat.png",
         "pred_vs_true_spectrum.png", "report.md"]
@@ -259,8 +261,10 @@ def test_gaussian_method_through_the_cli(tmp_path, capsys):
     emb = write_store(tmp_path / "emb", {"spectrum": x}, y, split_labels(900))
     out = tmp_path / "report"
     assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "mass",
-                 "--method", "mlp", "gaussian", "--label-fraction", "1", "--seeds", "1", "--out", str(out)]) == 0
-    assert "NLL" in capsys.readouterr().out
+                 "--method", "mlp", "gaussian", "--label-fraction", "1", "--seeds", "1", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert "NLL" in printed.out and printed.err == ""
     result = json.loads((out / "metrics.json").read_text())
     gaussian, = (r for r in result["records"] if r["method"] == "gaussian")
     mlp, = (r for r in result["records"] if r["method"] == "mlp")
