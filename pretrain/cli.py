@@ -68,10 +68,6 @@ def main(args: list[str] | None = None) -> None:
     default_wandb_mode()
     # The front door passes its arguments explicitly but leaves sys.argv intact for DDP's relaunch.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    # The shard stream gives each worker an exact share of a sized epoch (ShardStream.batches_per_worker),
-    # so Lightning's caution that an IterableDataset's __len__ may be wrong with several workers does not
-    # apply; and the LeafSpec deprecation comes from Lightning's own code, not from astrofm's.
-    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
+    # Lightning's false alarms about the shard stream are silenced by `import pretrain` (false_alarms.py).
     PretrainCLI(ContrastivePretrainer, ShardDataModule, args=args, save_config_kwargs={"overwrite": True},
                 parser_kwargs={"prog": "astrofm pretrain"})

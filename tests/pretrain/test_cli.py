@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -164,6 +165,31 @@ def test_a_fit_with_two_loader_workers_prints_none_of_lightnings_false_alarms(la
         "pretrain", "fit", "--config", str(TINY_RECIPE), "--data.path", str(latent_dataset),
         "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "2", "--wandb", "false",
         *FAST, "--data.num_workers", "2"), capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "has `__len__` defined" not in result.stderr
+    assert "LeafSpec" not in result.stderr
+
+
+PYTHON_API_FIT = """
+import sys
+import lightning.pytorch as pl
+from astrofm.models import ImageCNNEncoder, PhotometryEncoder, SpectrumEncoder
+from pretrain.datamodule import ShardDataModule
+from pretrain.module import ContrastivePretrainer
+
+encoders = {"spectrum": SpectrumEncoder(), "photometry": PhotometryEncoder(), "image": ImageCNNEncoder()}
+trainer = pl.Trainer(default_root_dir=sys.argv[2], max_steps=2, accelerator="cpu", devices=1, logger=False,
+                     enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
+trainer.fit(ContrastivePretrainer(encoders, embed_dim=32),
+            datamodule=ShardDataModule(sys.argv[1], batch_size=16, num_workers=2, samples_per_epoch=64))
+"""
+
+
+def test_a_fit_from_python_with_two_loader_workers_prints_none_of_them_either(latent_dataset, tmp_path):
+    env = quiet_env()
+    env.pop("PYTHONWARNINGS")
+    result = subprocess.run([sys.executable, "-c", PYTHON_API_FIT, str(latent_dataset), str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "has `__len__` defined" not in result.stderr
     assert "LeafSpec" not in result.stderr
