@@ -23,6 +23,12 @@ from astrofm.retrieval import leave_one_out_knn_r2, pairwise_retrieval
 from pretrain.export import CHECKPOINT_KEY
 from pretrain.masked_spectrum import MaskedSpectrumConfig, MaskedSpectrumHead, span_mask
 from pretrain.optim import OptimizerConfig, build_optimizer
+from pretrain.shift_equivariance import (
+    ShiftEquivarianceConfig,
+    ShiftEquivarianceHead,
+    draw_shifts,
+    moved_copy,
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,6 +50,7 @@ class ContrastivePretrainer(pl.LightningModule):
         self_views: tuple[str, ...] = (),
         self_view_weight: float = 1.0,
         masked_spectrum: MaskedSpectrumConfig | None = None,
+        shift_equivariance: ShiftEquivarianceConfig | None = None,
         val_probe_label: str | None = "redshift",
         val_probe_k: int = 16,
     ):
@@ -66,6 +73,9 @@ class ContrastivePretrainer(pl.LightningModule):
             masked_spectrum: masked-spectrum modelling beside the contrastive loss (weight 0: off), as
                 AstroCLIP pretrains SpecFormer; see pretrain.masked_spectrum. Its `self_view: true` makes
                 the masked spectrum the spectrum's self view when both terms are on (one pass for both).
+            shift_equivariance: moving a spectrum in wavelength by e^delta must move its embedding by a
+                fixed amount per unit delta along one learned direction (weight 0: off), so the embedding
+                holds ln(1 + z) as a straight coordinate; see pretrain.shift_equivariance.
             val_probe_label: a numeric label of the dataset (None: none) predicted in validation from each
                 modality's embeddings by leave-one-out kNN among the retrieval pool, logged as
                 val/knn_r2/<modality>: the science the embeddings are for, epoch by epoch. Skipped
@@ -94,6 +104,13 @@ class ContrastivePretrainer(pl.LightningModule):
                 raise ValueError(f"masked_spectrum.weight > 0 needs a spectrum encoder (the model has "
                                  f"{self.model.modalities})")
             self.masked_spectrum_head = MaskedSpectrumHead(self.model.encoders["spectrum"], self.masked_spectrum_config)
+        self.shift_equivariance_config = shift_equivariance or ShiftEquivarianceConfig()
+        self.shift_equivariance_head = None  # training only, as the masked-spectrum head
+        if self.shift_equivariance_config.enabled:
+            if "spectrum" not in self.model.encoders:
+                raise ValueError(f"shift_equivariance.weight > 0 needs a spectrum encoder (the model has "
+                                 f"{self.model.modalities})")
+            self.shift_equivariance_head = ShiftEquivarianceHead(embed_dim, self.shift_equivariance_config)
         self.data_info: dict[str, Any] = {}
         self._time_fraction = 0.0  # share of Trainer max_time used, rank 0's clock (anneal_by_time)
         self._val_embeddings: dict[str, list[torch.Tensor]] = {}
@@ -147,6 +164,10 @@ class ContrastivePretrainer(pl.LightningModule):
                 masked_loss = self._masked_spectrum_loss(batch)
             parts["masked_spectrum"] = masked_loss
             loss = loss + self.masked_spectrum_config.weight * masked_loss
+        if self.shift_equivariance_head is not None and batch.get("spectrum") is not None:
+            shift_loss = self._shift_equivariance_loss(source)
+            parts["shift_equivariance"] = shift_loss
+            loss = loss + self.shift_equivariance_config.weight * shift_loss
         self._stop_on_non_finite(loss, parts)
         size = len(batch["id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -191,6 +212,28 @@ class ContrastivePretrainer(pl.LightningModule):
                                                         return_pooled=True)
         view_loss, view_parts = self._view_pair_loss("spectrum", first, self.model.heads["spectrum"](pooled), mask)
         return masked_loss, view_loss, view_parts
+
+    def _shift_equivariance_loss(self, source: dict) -> torch.Tensor:
+        """Two moved copies of each spectrum in one encoder pass (new noise draws), scored by the head."""
+        spectrum, rows = source["spectrum"], source["mask"]["spectrum"].to(torch.bool)
+        config, batch = self.shift_equivariance_config, spectrum["flux"].shape[0]
+        wave_min, wave_step = self._spectrum_grid()
+        shifts = draw_shifts(2 * batch, config.max_shift)
+        copies = moved_copy({k: spectrum[k].repeat(2, 1) for k in ("flux", "ivar")}, shifts, wave_min, wave_step,
+                            config.max_shift)
+        both = {"mask": {"spectrum": rows.repeat(2)}, "spectrum": copies}
+        if self.use_augmentations:
+            both = augment_batch(both, self.augment_config)
+        embedded = self.model.heads["spectrum"](self.model.encoders["spectrum"](both["spectrum"]))  # (2B, D)
+        return self.shift_equivariance_head(embedded[:batch], embedded[batch:], shifts[:batch], shifts[batch:], rows)
+
+    def _spectrum_grid(self) -> tuple[float, float]:
+        """(wave_min, wave_step) of the dataset's spectra, from the manifest the model was normalised with."""
+        spec = self.model.spec.get("spectrum", {})
+        if "wave_min" not in spec or "wave_step" not in spec:
+            raise ValueError("shift_equivariance needs the spectrum's wavelength grid (wave_min, wave_step) from "
+                             "the dataset manifest; the model has none: call model.set_statistics(manifest) first")
+        return float(spec["wave_min"]), float(spec["wave_step"])
 
     def _masked_spectrum_loss(self, batch: dict, seed: int | None = None) -> torch.Tensor:
         """seed: draw the hidden spans from it (validation: the same spans every epoch); None: fresh ones."""
