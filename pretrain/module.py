@@ -216,7 +216,13 @@ class ContrastivePretrainer(pl.LightningModule):
     def _shift_equivariance_loss(self, source: dict) -> torch.Tensor:
         """Two moved copies of each spectrum in one encoder pass (new noise draws), scored by the head."""
         spectrum, rows = source["spectrum"], source["mask"]["spectrum"].to(torch.bool)
-        config, batch = self.shift_equivariance_config, spectrum["flux"].shape[0]
+        config = self.shift_equivariance_config
+        if config.max_objects is not None:  # the first max_objects objects with a spectrum
+            chosen = rows.nonzero().squeeze(1)[:config.max_objects]
+            if chosen.numel() == 0:  # no spectrum in the batch: one unscored row keeps the graph
+                chosen = torch.zeros(1, dtype=torch.long, device=rows.device)
+            spectrum, rows = {k: spectrum[k][chosen] for k in ("flux", "ivar")}, rows[chosen]
+        batch = spectrum["flux"].shape[0]
         wave_min, wave_step = self._spectrum_grid()
         shifts = draw_shifts(2 * batch, config.max_shift)
         copies = moved_copy({k: spectrum[k].repeat(2, 1) for k in ("flux", "ivar")}, shifts, wave_min, wave_step,

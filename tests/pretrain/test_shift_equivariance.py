@@ -106,6 +106,19 @@ def test_the_term_is_logged_in_training_and_its_head_is_not_part_of_the_model(la
     assert off.shift_equivariance_head is None
 
 
+def test_max_objects_gives_copies_to_the_first_objects_with_a_spectrum_only(latent_dataset):
+    module = _module(latent_dataset, max_objects=3)
+    seen = []
+    module.model.encoders["spectrum"].register_forward_hook(lambda m, inputs, out: seen.append(out.shape[0]))
+    batch = latent_batch(latent_dataset, n=8)
+    batch["mask"]["spectrum"][:2] = False
+    loss = module._shift_equivariance_loss(batch)
+    assert seen == [6] and loss.item() > 0  # two copies of objects 2, 3 and 4
+    batch["mask"]["spectrum"][:] = False
+    empty = module._shift_equivariance_loss(batch)
+    assert seen[-1] == 2 and empty.item() == 0 and empty.requires_grad
+
+
 def test_bad_settings_are_refused_naming_the_field(latent_dataset):
     with pytest.raises(ValueError, match="shift_equivariance.weight"):
         ShiftEquivarianceConfig(weight=-1.0)
@@ -113,6 +126,8 @@ def test_bad_settings_are_refused_naming_the_field(latent_dataset):
         ShiftEquivarianceConfig(max_shift=0.7)
     with pytest.raises(ValueError, match="distance_per_shift"):
         ShiftEquivarianceConfig(distance_per_shift=0)
+    with pytest.raises(ValueError, match="max_objects"):
+        ShiftEquivarianceConfig(max_objects=0)
     with pytest.raises(ValueError, match="needs a spectrum encoder"):
         ContrastivePretrainer({"photometry": PhotometryEncoder(), "image": ImageCNNEncoder()},
                               shift_equivariance=ShiftEquivarianceConfig(weight=1.0))
