@@ -22,8 +22,10 @@ from pretrain.datamodule import ShardDataModule
 from pretrain.module import ContrastivePretrainer
 
 # Overrides that train the cross-modal loss alone: the tiny recipe's spectrum-internal terms (masked
-# spectrum, spectrum self view) pay off after 15-25 epochs and cost retrieval in shorter, time-capped runs.
-CROSS_MODAL_ONLY = ("--model.masked_spectrum.weight", "0", "--model.self_views", "[]")
+# spectrum, spectrum self view, shift equivariance) pay off after 15-25 epochs and cost retrieval in
+# shorter, time-capped runs.
+CROSS_MODAL_ONLY = ("--model.masked_spectrum.weight", "0", "--model.self_views", "[]",
+                    "--model.shift_equivariance.weight", "0")
 
 
 def default_wandb_mode() -> None:

@@ -73,3 +73,4 @@ def test_quickstart_trains_the_cross_modal_loss_alone_unless_asked(tmp_path, cap
     model = yaml.safe_load(capsys.readouterr().out)["model"]
     assert model["masked_spectrum"]["weight"] == weight
     assert list(model["self_views"]) == self_views
+    assert (model["shift_equivariance"]["weight"] > 0) == spectrum_terms
