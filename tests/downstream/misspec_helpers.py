@@ -11,7 +11,10 @@ N_SIMULATED = 800  # per suite; every split is used (~640 with every modality, >
 # name -> (suite, seed): the other-seed suite has the observed physics, the rest are paired with observed.
 SUITES = {"observed_seed1": ("observed", 1), "sim_slight": ("sim_slight", 0), "sim_moderate": ("sim_moderate", 0),
           "sim_strong": ("sim_strong", 0)}
-PRETRAIN = ["--trainer.max_epochs", "1", "--data.samples_per_epoch", "640", "--data.batch_size", "32",
+# The study's statistical assertions (the control suite passes a 5% test) hold for one fixed model, so
+# its pretraining leaves out terms added to the recipe after the study was written (shift equivariance).
+PRETRAIN = ["--model.shift_equivariance.weight", "0",
+            "--trainer.max_epochs", "1", "--data.samples_per_epoch", "640", "--data.batch_size", "32",
             "--data.val_batch_size", "64", "--data.num_workers", "1", "--data.shuffle_buffer", "64",
             "--data.val_max_objects", "64", "--trainer.log_every_n_steps", "5",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
