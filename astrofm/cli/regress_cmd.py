@@ -28,6 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--k", type=_k_value, default=None, metavar="K|auto",
                         help="neighbours of the kNN probe: a number (AstroCLIP's zero-shot protocol: 64) or "
                              "'auto', chosen on val from 4 8 16 32 64 128 (default: auto)")
+    parser.add_argument("--knn-whiten", type=_whiten_value, default="auto", metavar="S|none|auto",
+                        help="kNN distances on embeddings whitened by the train rows' covariance, shrunk by S "
+                             "times its largest eigenvalue (a Mahalanobis distance); 'none': plain Euclidean "
+                             "(AstroCLIP's protocol); 'auto': chosen on val from none 1e-4 1e-3 1e-2 0.1, "
+                             "jointly with k (default: auto)")
     parser.add_argument("--redshift-like", choices=["auto", "yes", "no"], default="auto",
                         help="dz/(1+z) residuals for bias/NMAD/outliers (default: auto, from the target name)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to write")
@@ -48,12 +53,25 @@ def _k_value(text: str) -> int | None:
     return value
 
 
+def _whiten_value(text: str) -> float | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number, 'none' nor 'auto'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value}: the shrinkage must be positive")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from downstream.regression import RegressionConfig, write_report
 
     config = RegressionConfig(embeddings=args.embeddings, out=args.out, target=args.target,
                               modalities=list(args.modality), methods=list(args.method),
                               label_fractions=list(args.label_fraction), seeds=args.seeds, k=args.k,
+                              knn_whiten=args.knn_whiten,
                               redshift_like={"auto": None, "yes": True, "no": False}[args.redshift_like],
                               overwrite=args.overwrite, progress=not args.no_progress)
     out = write_report(config)

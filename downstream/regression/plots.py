@@ -101,4 +101,17 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
     for entry in metrics["summary"]:
         lines.append(f"| {entry['modality']} | {entry['method']} | {entry['label_fraction']:g} | {entry['n_train']} | "
                      + " | ".join(_fmt(entry, key) if key in entry["mean"] else "" for key in keys) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _knn_choices(metrics["records"])) + "\n"
+
+
+def _knn_choices(records: list[dict[str, Any]]) -> list[str]:
+    """One line per modality: what the kNN probe chose on val (seed 0) at each label fraction."""
+    by_modality: dict[str, list[str]] = {}
+    for record in records:
+        if record["method"] == "knn" and record["seed"] == 0:
+            whiten = record["chosen"].get("whiten")
+            distance = "plain distances" if whiten is None else f"whitened, shrinkage {whiten:g}"
+            by_modality.setdefault(record["modality"], []).append(
+                f"f={record['label_fraction']:g}: k={record['chosen']['k']}, {distance}")
+    return ([""] + [f"kNN on {modality}, chosen on val (seed 0): " + "; ".join(choices) + "."
+                    for modality, choices in by_modality.items()]) if by_modality else []

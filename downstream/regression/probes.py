@@ -1,9 +1,11 @@
 """Probes on frozen embeddings. Each `fit_*` sees only training rows (to fit) and validation rows (to choose
 hyper-parameters or stop early), and returns a `Probe`: a predict function plus what was chosen.
 
-    knn     distance-weighted k nearest neighbours (Euclidean on the embeddings, weights 1/d); k picked on
-            validation MSE from KNN_GRID, or fixed (AstroCLIP's zero-shot protocol: k = 64); an exact
-            match (d = 0) takes that neighbour's value
+    knn     distance-weighted k nearest neighbours (weights 1/d; an exact match, d = 0, takes that
+            neighbour's value). Distances are Euclidean on the embeddings, or on the embeddings whitened
+            by the training rows' shrunk covariance (a Mahalanobis distance, `Whitener`), the shrinkage
+            picked on validation MSE from KNN_WHITEN_GRID (None: no whitening) together with k from
+            KNN_GRID; either can be fixed (AstroCLIP's zero-shot protocol: k = 64, no whitening)
     linear  ridge regression on standardised features, alpha picked on validation MSE from a log grid
     mlp     two hidden layers of 64 (GELU, dropout 0.1), AdamW, early stopping on validation MSE
     gaussian  the mlp's trunk with two outputs, mean and log-variance, trained by Gaussian negative
@@ -23,6 +25,12 @@ import numpy as np
 METHODS = ("knn", "linear", "mlp")  # the default methods of `astrofm regress`
 RIDGE_ALPHAS = tuple(10.0 ** e for e in range(-4, 5))
 KNN_GRID = (4, 8, 16, 32, 64, 128)  # k tried on validation when none is fixed
+# Shrinkage of the whitening tried on validation, as a fraction of the covariance's largest eigenvalue;
+# None: plain Euclidean distances. Why: a contrastive embedding spends most of its variance on what tells
+# objects apart most cheaply (brightness, colour on the mock); a physical parameter read from fine
+# features lives in directions of small variance, which plain distances drown. Whitening gives every
+# direction the same weight; the shrinkage keeps the noise of the smallest ones from dominating in turn.
+KNN_WHITEN_GRID = (None, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 @dataclass
@@ -38,6 +46,33 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), np.where(scale > 1e-8, scale, 1.0).astype(x.dtype)
 
 
+@dataclass
+class Whitener:
+    """x -> ((x - mean) V) / sqrt(eigenvalue + shrinkage * largest eigenvalue), V the eigenvectors of the
+    covariance of the rows it was fitted on: Euclidean distances after it are Mahalanobis distances
+    under the shrunk covariance."""
+
+    mean: np.ndarray  # (D,)
+    projection: np.ndarray  # (D, D): eigenvectors scaled column by column
+
+    @classmethod
+    def fit(cls, x: np.ndarray, shrinkage: float) -> Whitener:
+        if shrinkage <= 0:
+            raise ValueError(f"whitening shrinkage must be positive, got {shrinkage}")
+        x = np.asarray(x, np.float64)
+        mean = x.mean(axis=0)
+        if len(x) < 2:  # no covariance to speak of: distances stay as they are
+            return cls(mean, np.eye(x.shape[1]))
+        eigenvalues, vectors = np.linalg.eigh(np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]))
+        eigenvalues = np.clip(eigenvalues, 0.0, None)
+        if eigenvalues.max() <= 0:  # constant rows
+            return cls(mean, np.eye(x.shape[1]))
+        return cls(mean, vectors / np.sqrt(eigenvalues + shrinkage * eigenvalues.max()))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, np.float64) - self.mean) @ self.projection).astype(np.float32)
+
+
 def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
     import faiss
 
@@ -51,18 +86,45 @@ def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, k: int)
     return (weights * y_train[nearest]).sum(axis=1) / weights.sum(axis=1)
 
 
-def fit_knn(x_train, y_train, x_val, y_val, k: int | None = None, grid=KNN_GRID, **_) -> Probe:
-    """k fixed, or (k=None) the k of `grid` with the lowest validation MSE."""
+def fit_knn(x_train, y_train, x_val, y_val, k: int | None = None, whiten: float | str | None = "auto",
+            grid=KNN_GRID, whiten_grid=KNN_WHITEN_GRID, **_) -> Probe:
+    """k fixed, or (k=None) the k of `grid` with the lowest validation MSE; whiten a shrinkage (`Whitener`),
+    None for plain distances, or "auto": the one of `whiten_grid` with the lowest validation MSE (jointly
+    with k). Fixing both needs no validation rows."""
     x_train, y_train = np.asarray(x_train, np.float32).copy(), np.asarray(y_train, np.float64).copy()
+    ks = sorted({max(1, min(g, len(x_train))) for g in grid}) if k is None else [max(1, min(k, len(x_train)))]
+    if whiten == "auto":
+        shrinkages = list(whiten_grid)
+    elif whiten is None or isinstance(whiten, (int, float)) and not isinstance(whiten, bool):
+        shrinkages = [whiten]
+    else:
+        raise ValueError(f"kNN whiten must be a shrinkage > 0, None or 'auto', got {whiten!r}")
+    if len(ks) * len(shrinkages) > 1 and (x_val is None or len(x_val) == 0):
+        raise ValueError("choosing the kNN's k or whitening needs validation rows; fix both to fit without")
+
+    def space(shrinkage):
+        return (lambda x: np.asarray(x, np.float32)) if shrinkage is None else Whitener.fit(x_train, shrinkage)
+
     chosen: dict[str, Any] = {}
-    if k is None:
-        candidates = sorted({max(1, min(g, len(x_train))) for g in grid})
-        mse = {g: float(np.mean((knn_predict(x_train, y_train, x_val, g) - np.asarray(y_val)) ** 2))
-               for g in candidates}
-        k = min(mse, key=mse.get)
-        chosen["val_mse_by_k"] = mse
-    k_used = max(1, min(k, len(x_train)))
-    return Probe(lambda x: knn_predict(x_train, y_train, x, k_used), {"k": k_used, **chosen})
+    if len(ks) * len(shrinkages) > 1:
+        y_val = np.asarray(y_val, np.float64)
+        mse = {}  # (shrinkage, k) -> validation MSE
+        for shrinkage in shrinkages:
+            transform = space(shrinkage)
+            z_train, z_val = transform(x_train), transform(x_val)
+            for g in ks:
+                mse[shrinkage, g] = float(np.mean((knn_predict(z_train, y_train, z_val, g) - y_val) ** 2))
+        best_shrinkage, best_k = min(mse, key=mse.get)
+        if k is None:
+            chosen["val_mse_by_k"] = {g: mse[best_shrinkage, g] for g in ks}
+        if len(shrinkages) > 1:  # the best over k for each whitening
+            chosen["val_mse_by_whiten"] = {"none" if w is None else f"{w:g}": min(mse[w, g] for g in ks) for w in shrinkages}
+    else:
+        best_shrinkage, best_k = shrinkages[0], ks[0]
+    transform = space(best_shrinkage)
+    z_train = transform(x_train)
+    return Probe(lambda x: knn_predict(z_train, y_train, transform(x), best_k),
+                 {"k": best_k, "whiten": best_shrinkage, **chosen})
 
 
 def fit_linear(x_train, y_train, x_val, y_val, alphas=RIDGE_ALPHAS, **_) -> Probe:

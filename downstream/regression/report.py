@@ -51,6 +51,9 @@ class RegressionConfig:
     label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])  # of the train split
     seeds: int = 3  # seeds 0 .. seeds-1 (label subsets and MLP initialisation)
     k: int | None = None  # neighbours of the kNN probe; None: chosen on val from probes.KNN_GRID
+    # the kNN's whitening shrinkage (probes.Whitener), None for plain Euclidean distances, or "auto":
+    # chosen on val from probes.KNN_WHITEN_GRID (None among them)
+    knn_whiten: float | str | None = "auto"
     redshift_like: bool | None = None  # dz/(1+z) residuals; None: decided from the target's name
     overwrite: bool = False
     progress: bool = True  # a bar over the fits (modality x method x fraction x seed) on stderr
@@ -114,7 +117,8 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
              config: RegressionConfig, redshift_like: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Fit one probe on a label subset of train, calibrate on val, measure on test."""
     subset = label_subset(len(train.y), fraction, seed)
-    probe = probes.PROBES[method](train.x[subset], train.y[subset], val.x, val.y, k=config.k, seed=seed)
+    probe = probes.PROBES[method](train.x[subset], train.y[subset], val.x, val.y, k=config.k,
+                                  whiten=config.knn_whiten, seed=seed)
     p_test = probe.predict(test.x)
     record: dict[str, Any] = {"method": method, "label_fraction": fraction, "seed": seed,
                               "n_train": int(subset.size), "n_val": len(val.y), "n_test": len(test.y),

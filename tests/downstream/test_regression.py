@@ -253,7 +253,12 @@ def test_report_folder_through_the_cli(tmp_path, capsys):
     assert all(set(s["mean"]) == set(s["std"]) for s in result["summary"])
     best = [s for s in result["summary"] if s["modality"] == "spectrum" and s["label_fraction"] == 1.0]
     assert max(s["mean"]["r2"] for s in best) > 0.8
-    assert "![calibration.png](calibration.png)" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "![calibration.png](calibration.png)" in markdown
+    assert "kNN on spectrum, chosen on val (seed 0): f=0.5: k=16, " in markdown
+    knn = [r for r in result["records"] if r["method"] == "knn"]
+    assert all(r["chosen"]["k"] == 16 and "whiten" in r["chosen"] for r in knn)
+    assert result["config"]["knn_whiten"] == "auto"
 
 
 def test_gaussian_method_through_the_cli(tmp_path, capsys):
@@ -309,7 +314,73 @@ def test_knn_picks_k_on_validation_small_for_a_sharp_function_large_for_noise():
     noisy = probes.fit_knn(x_train, x_train[:, 0] + rng.normal(0, 1, 2000), x_val, x_val[:, 0] + rng.normal(0, 1, 400))
     assert sharp.chosen["k"] <= 8 and noisy.chosen["k"] >= 64
     assert set(sharp.chosen["val_mse_by_k"]) == set(probes.KNN_GRID)
-    assert probes.fit_knn(x_train, x_train[:, 0], x_val, x_val[:, 0], k=64).chosen == {"k": 64}
+    assert probes.fit_knn(x_train, x_train[:, 0], x_val, x_val[:, 0], k=64, whiten=None).chosen == \
+        {"k": 64, "whiten": None}
+
+
+def test_whitened_distances_are_mahalanobis_distances_by_hand():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3)) @ np.array([[3.0, 0, 0], [1.0, 0.5, 0], [0, 0.2, 0.1]])
+    shrinkage = 1e-3
+    whiten = probes.Whitener.fit(x, shrinkage)
+    covariance = np.cov(x, rowvar=False)
+    shrunk = covariance + shrinkage * np.linalg.eigvalsh(covariance).max() * np.eye(3)
+    a, b = x[:2]
+    assert np.sum((whiten(a[None]) - whiten(b[None])) ** 2) == pytest.approx(
+        (a - b) @ np.linalg.solve(shrunk, a - b), rel=1e-4)
+    nearly_exact = probes.Whitener.fit(x, 1e-8)  # shrinkage negligible against every eigenvalue
+    assert np.cov(nearly_exact(x), rowvar=False) == pytest.approx(np.eye(3), abs=1e-3)
+    assert np.all(probes.Whitener.fit(x[:1], shrinkage)(x[:3]) == (x[:3] - x[0]).astype(np.float32))
+    with pytest.raises(ValueError, match="positive"):
+        probes.Whitener.fit(x, 0.0)
+
+
+def test_knn_whitens_on_validation_when_the_target_lives_in_a_direction_of_small_variance():
+    # A loud nuisance direction (variance 100) and the quiet one that sets the target (variance 0.01):
+    # plain distances pick neighbours by the nuisance; whitened ones by the target's direction.
+    rng = np.random.default_rng(1)
+
+    def world(n):
+        x = np.column_stack([rng.normal(0, 10, n), rng.normal(0, 0.1, n)]).astype(np.float32)
+        return x, np.sin(20 * x[:, 1])
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = world(3000), world(500), world(500)
+    auto = probes.fit_knn(x_train, y_train, x_val, y_val)
+    plain = probes.fit_knn(x_train, y_train, x_val, y_val, whiten=None)
+    assert auto.chosen["whiten"] is not None and plain.chosen["whiten"] is None
+    assert set(auto.chosen["val_mse_by_whiten"]) == {"none", "0.0001", "0.001", "0.01", "0.1"}
+    mse = {name: np.mean((probe.predict(x_test) - y_test) ** 2) for name, probe in [("auto", auto), ("plain", plain)]}
+    assert mse["auto"] < 0.2 * mse["plain"]
+    fixed = probes.fit_knn(x_train, y_train, None, None, k=8, whiten=0.01)
+    assert fixed.chosen == {"k": 8, "whiten": 0.01}
+    with pytest.raises(ValueError, match="needs validation rows"):
+        probes.fit_knn(x_train, y_train, None, None, k=8)
+    with pytest.raises(ValueError, match="whiten"):
+        probes.fit_knn(x_train, y_train, x_val, y_val, whiten="yes")
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("none", None), ("0.01", 0.01), ("auto", "auto")])
+def test_cli_knn_whiten_reaches_the_config(tmp_path, monkeypatch, flag, expected):
+    seen = {}
+
+    def fake_write_report(config):
+        seen["whiten"] = config.knn_whiten
+        raise SystemExit(0)
+
+    monkeypatch.setattr("downstream.regression.write_report", fake_write_report)
+    with pytest.raises(SystemExit):
+        main(["regress", "--embeddings", "e", "--modality", "spectrum", "--target", "z", "--out", "o",
+              "--knn-whiten", flag])
+    assert seen["whiten"] == expected
+
+
+def test_cli_knn_whiten_must_be_positive_none_or_auto(capsys):
+    for bad in ("-1", "some"):
+        with pytest.raises(SystemExit):
+            main(["regress", "--embeddings", "e", "--modality", "spectrum", "--target", "z", "--out", "o",
+                  "--knn-whiten", bad])
+    err = capsys.readouterr().err
+    assert "must be positive" in err and "neither a number, 'none' nor 'auto'" in err
 
 
 def test_cli_k_must_be_a_number_or_auto(capsys):
