@@ -102,16 +102,13 @@ def fit_knn(x_train, y_train, x_val, y_val, k: int | None = None, whiten: float 
     if len(ks) * len(shrinkages) > 1 and (x_val is None or len(x_val) == 0):
         raise ValueError("choosing the kNN's k or whitening needs validation rows; fix both to fit without")
 
-    def space(shrinkage):
-        return (lambda x: np.asarray(x, np.float32)) if shrinkage is None else Whitener.fit(x_train, shrinkage)
-
+    spaces = {w: (lambda x: np.asarray(x, np.float32)) if w is None else Whitener.fit(x_train, w) for w in shrinkages}
     chosen: dict[str, Any] = {}
     if len(ks) * len(shrinkages) > 1:
         y_val = np.asarray(y_val, np.float64)
         mse = {}  # (shrinkage, k) -> validation MSE
         for shrinkage in shrinkages:
-            transform = space(shrinkage)
-            z_train, z_val = transform(x_train), transform(x_val)
+            z_train, z_val = spaces[shrinkage](x_train), spaces[shrinkage](x_val)
             for g in ks:
                 mse[shrinkage, g] = float(np.mean((knn_predict(z_train, y_train, z_val, g) - y_val) ** 2))
         best_shrinkage, best_k = min(mse, key=mse.get)
@@ -121,7 +118,7 @@ def fit_knn(x_train, y_train, x_val, y_val, k: int | None = None, whiten: float 
             chosen["val_mse_by_whiten"] = {"none" if w is None else f"{w:g}": min(mse[w, g] for g in ks) for w in shrinkages}
     else:
         best_shrinkage, best_k = shrinkages[0], ks[0]
-    transform = space(best_shrinkage)
+    transform = spaces[best_shrinkage]
     z_train = transform(x_train)
     return Probe(lambda x: knn_predict(z_train, y_train, transform(x), best_k),
                  {"k": best_k, "whiten": best_shrinkage, **chosen})
