@@ -55,12 +55,12 @@ def main() -> None:
                                       modalities=["spectrum", "image"], methods=["knn", "mlp"],
                                       label_fractions=LABEL_FRACTIONS, seeds=args.seeds, overwrite=True))
         metrics = json.loads((out / "metrics.json").read_text())
-        # The kNN targets again with plain Euclidean distances (AstroCLIP's protocol), beside the default
-        # whitening chosen on val, so that the two can be told apart.
+        # The kNN targets again with plain Euclidean distances and 1/d weights (AstroCLIP's protocol), beside
+        # the default whitening and weights' exponent chosen on val, so that the two can be told apart.
         plain_out = Path(scratch) / "plain"
         write_report(RegressionConfig(embeddings=args.embeddings, out=str(plain_out), target=args.target,
                                       modalities=["spectrum", "image"], methods=["knn"], label_fractions=[1.0],
-                                      seeds=args.seeds, knn_whiten=None, overwrite=True, progress=False))
+                                      seeds=args.seeds, knn_whiten=None, knn_power=1, overwrite=True, progress=False))
         plain = {e["modality"]: e["mean"] for e in json.loads((plain_out / "metrics.json").read_text())["summary"]}
     summary = {(e["modality"], e["method"], e["label_fraction"]): e for e in metrics["summary"]}
     results = []
@@ -70,9 +70,10 @@ def main() -> None:
         results.append({"modality": modality, "method": method, "label_fraction": fraction, "metric": key,
                         "measured": round(value, 4), "target": [low, high], "met": bool(met)})
         if method == "knn":
-            results[-1]["whiten_chosen"] = [r["chosen"]["whiten"] for r in metrics["records"]
-                                            if (r["modality"], r["method"], r["label_fraction"]) ==
-                                            (modality, method, fraction)]
+            knn_records = [r for r in metrics["records"]
+                           if (r["modality"], r["method"], r["label_fraction"]) == (modality, method, fraction)]
+            results[-1]["whiten_chosen"] = [r["chosen"]["whiten"] for r in knn_records]
+            results[-1]["power_chosen"] = [r["chosen"]["power"] for r in knn_records]
             results[-1]["plain_euclidean"] = {k: round(plain[modality][k], 4) for k in ("r2", "nmad")}
     table = [{"modality": m, "method": p, "label_fraction": f, **{k: round(e["mean"][k], 4) for k in
               ("r2", "nmad", "outlier_fraction", "coverage_68", "coverage_95")}}

@@ -33,6 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "times its largest eigenvalue (a Mahalanobis distance); 'none': plain Euclidean "
                              "(AstroCLIP's protocol); 'auto': chosen on val from none 1e-4 1e-3 1e-2 0.1, "
                              "jointly with k (default: auto)")
+    parser.add_argument("--knn-power", type=_power_value, default="auto", metavar="P|auto",
+                        help="kNN weights 1/d^P (1: AstroCLIP's distance weights); 'auto': chosen on val "
+                             "from 1 2 4, jointly with k and the whitening (default: auto)")
     parser.add_argument("--redshift-like", choices=["auto", "yes", "no"], default="auto",
                         help="dz/(1+z) residuals for bias/NMAD/outliers (default: auto, from the target name)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to write")
@@ -65,13 +68,25 @@ def _whiten_value(text: str) -> float | str | None:
     return value
 
 
+def _power_value(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value}: the weights' exponent must be >= 0")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from downstream.regression import RegressionConfig, write_report
 
     config = RegressionConfig(embeddings=args.embeddings, out=args.out, target=args.target,
                               modalities=list(args.modality), methods=list(args.method),
                               label_fractions=list(args.label_fraction), seeds=args.seeds, k=args.k,
-                              knn_whiten=args.knn_whiten,
+                              knn_whiten=args.knn_whiten, knn_power=args.knn_power,
                               redshift_like={"auto": None, "yes": True, "no": False}[args.redshift_like],
                               overwrite=args.overwrite, progress=not args.no_progress)
     out = write_report(config)

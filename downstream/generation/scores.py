@@ -65,7 +65,7 @@ class RedshiftReader:
             raise ValueError(f"label consistency needs the label {label!r} on at least 2 train objects; "
                              f"{int(keep.sum())} have it (pass --no-consistency to skip the check)")
         self.model, self.label = model, label
-        self.probe = probes.fit_knn(train_embedding[keep], train_label[keep], None, None, k=k, whiten=None)
+        self.probe = probes.fit_knn(train_embedding[keep], train_label[keep], None, None, k=k, whiten=None, power=1)
 
     def score(self, embedding: np.ndarray, label: np.ndarray) -> dict[str, Any]:
         keep = np.isfinite(label)

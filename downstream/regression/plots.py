@@ -111,7 +111,8 @@ def _knn_choices(records: list[dict[str, Any]]) -> list[str]:
         if record["method"] == "knn" and record["seed"] == 0:
             whiten = record["chosen"].get("whiten")
             distance = "plain distances" if whiten is None else f"whitened, shrinkage {whiten:g}"
+            power = record["chosen"].get("power", 1)
             by_modality.setdefault(record["modality"], []).append(
-                f"f={record['label_fraction']:g}: k={record['chosen']['k']}, {distance}")
+                f"f={record['label_fraction']:g}: k={record['chosen']['k']}, weights 1/d^{power:g}, {distance}")
     return ([""] + [f"kNN on {modality}, chosen on val (seed 0): " + "; ".join(choices) + "."
                     for modality, choices in by_modality.items()]) if by_modality else []

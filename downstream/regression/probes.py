@@ -1,11 +1,12 @@
 """Probes on frozen embeddings. Each `fit_*` sees only training rows (to fit) and validation rows (to choose
 hyper-parameters or stop early), and returns a `Probe`: a predict function plus what was chosen.
 
-    knn     distance-weighted k nearest neighbours (weights 1/d; an exact match, d = 0, takes that
+    knn     distance-weighted k nearest neighbours (weights 1/d^p; an exact match, d = 0, takes that
             neighbour's value). Distances are Euclidean on the embeddings, or on the embeddings whitened
             by the training rows' shrunk covariance (a Mahalanobis distance, `Whitener`), the shrinkage
             picked on validation MSE from KNN_WHITEN_GRID (None: no whitening) together with k from
-            KNN_GRID; either can be fixed (AstroCLIP's zero-shot protocol: k = 64, no whitening)
+            KNN_GRID and p from KNN_POWER_GRID; each can be fixed (AstroCLIP's zero-shot protocol: k = 64,
+            no whitening, p = 1)
     linear  ridge regression on standardised features, alpha picked on validation MSE from a log grid
     mlp     two hidden layers of 64 (GELU, dropout 0.1), AdamW, early stopping on validation MSE
     gaussian  the mlp's trunk with two outputs, mean and log-variance, trained by Gaussian negative
@@ -31,6 +32,10 @@ KNN_GRID = (4, 8, 16, 32, 64, 128)  # k tried on validation when none is fixed
 # features lives in directions of small variance, which plain distances drown. Whitening gives every
 # direction the same weight; the shrinkage keeps the noise of the smallest ones from dominating in turn.
 KNN_WHITEN_GRID = (None, 1e-4, 1e-3, 1e-2, 1e-1)
+# Exponents p of the weights 1/d^p tried on validation (1: scikit-learn's and AstroCLIP's "distance"
+# weights). A higher p leans on the nearest neighbours, which matters where k neighbours reach past a
+# sharp feature or the edge of the label range (the mock's z near 0); Shepard's interpolation uses 2.
+KNN_POWER_GRID = (1, 2, 4)
 
 
 @dataclass
@@ -73,55 +78,92 @@ class Whitener:
         return ((np.asarray(x, np.float64) - self.mean) @ self.projection).astype(np.float32)
 
 
-def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+def _neighbours(x_train: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) Euclidean distances and train row indices of each row of x's k nearest training rows."""
     import faiss
 
-    k = max(1, min(k, len(x_train)))
     index = faiss.IndexFlatL2(x_train.shape[1])
     index.add(np.ascontiguousarray(x_train, dtype=np.float32))
     squared, nearest = index.search(np.ascontiguousarray(x, dtype=np.float32), k)
-    distance = np.sqrt(np.maximum(squared.astype(np.float64), 0.0))
+    return np.sqrt(np.maximum(squared.astype(np.float64), 0.0)), nearest
+
+
+def _weighted_mean(distance: np.ndarray, values: np.ndarray, power: float) -> np.ndarray:
+    """Inverse-distance-weighted mean of each row's neighbour values (weights 1/d^power); a row with an
+    exact match (d = 0) takes the mean of its exact matches."""
     exact = distance <= 1e-12
-    weights = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64), 1.0 / np.maximum(distance, 1e-12))
-    return (weights * y_train[nearest]).sum(axis=1) / weights.sum(axis=1)
+    weights = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64),
+                       np.maximum(distance, 1e-12) ** -float(power))
+    return (weights * values).sum(axis=1) / weights.sum(axis=1)
+
+
+def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, k: int, power: float = 1.0) -> np.ndarray:
+    k = max(1, min(k, len(x_train)))
+    distance, nearest = _neighbours(x_train, x, k)
+    return _weighted_mean(distance, np.asarray(y_train, np.float64)[nearest], power)
+
+
+def _options(value, grid, name: str, check) -> list:
+    """The settings to try: the whole grid for "auto", else the one value given (validated by check)."""
+    if isinstance(value, str) and value == "auto":
+        return list(grid)
+    if not check(value):
+        raise ValueError(f"kNN {name} must be {check.__doc__} or 'auto', got {value!r}")
+    return [value]
+
+
+def _is_shrinkage(value) -> bool:
+    """a shrinkage > 0, None"""
+    return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_power(value) -> bool:
+    """a number >= 0"""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def fit_knn(x_train, y_train, x_val, y_val, k: int | None = None, whiten: float | str | None = "auto",
-            grid=KNN_GRID, whiten_grid=KNN_WHITEN_GRID, **_) -> Probe:
+            power: float | str = "auto", grid=KNN_GRID, whiten_grid=KNN_WHITEN_GRID,
+            power_grid=KNN_POWER_GRID, **_) -> Probe:
     """k fixed, or (k=None) the k of `grid` with the lowest validation MSE; whiten a shrinkage (`Whitener`),
-    None for plain distances, or "auto": the one of `whiten_grid` with the lowest validation MSE (jointly
-    with k). Fixing both needs no validation rows."""
+    None for plain distances, or "auto": the one of `whiten_grid` with the lowest validation MSE; power the
+    exponent of the weights 1/d^power, or "auto": chosen from `power_grid`. All that is chosen is chosen
+    jointly; fixing everything needs no validation rows."""
     x_train, y_train = np.asarray(x_train, np.float32).copy(), np.asarray(y_train, np.float64).copy()
     ks = sorted({max(1, min(g, len(x_train))) for g in grid}) if k is None else [max(1, min(k, len(x_train)))]
-    if whiten == "auto":
-        shrinkages = list(whiten_grid)
-    elif whiten is None or isinstance(whiten, (int, float)) and not isinstance(whiten, bool):
-        shrinkages = [whiten]
-    else:
-        raise ValueError(f"kNN whiten must be a shrinkage > 0, None or 'auto', got {whiten!r}")
-    if len(ks) * len(shrinkages) > 1 and (x_val is None or len(x_val) == 0):
-        raise ValueError("choosing the kNN's k or whitening needs validation rows; fix both to fit without")
+    shrinkages = _options(whiten, whiten_grid, "whiten", _is_shrinkage)
+    powers = _options(power, power_grid, "power", _is_power)
+    if len(ks) * len(shrinkages) * len(powers) > 1 and (x_val is None or len(x_val) == 0):
+        raise ValueError("choosing the kNN's k, whitening or power needs validation rows; fix all three to fit "
+                         "without")
 
     spaces = {w: (lambda x: np.asarray(x, np.float32)) if w is None else Whitener.fit(x_train, w) for w in shrinkages}
     chosen: dict[str, Any] = {}
-    if len(ks) * len(shrinkages) > 1:
+    if len(ks) * len(shrinkages) * len(powers) > 1:
         y_val = np.asarray(y_val, np.float64)
-        mse = {}  # (shrinkage, k) -> validation MSE
+        mse = {}  # (shrinkage, power, k) -> validation MSE
         for shrinkage in shrinkages:
-            z_train, z_val = spaces[shrinkage](x_train), spaces[shrinkage](x_val)
-            for g in ks:
-                mse[shrinkage, g] = float(np.mean((knn_predict(z_train, y_train, z_val, g) - y_val) ** 2))
-        best_shrinkage, best_k = min(mse, key=mse.get)
+            # one search at the largest k serves every smaller k: faiss returns neighbours nearest first
+            distance, nearest = _neighbours(spaces[shrinkage](x_train), spaces[shrinkage](x_val), ks[-1])
+            values = y_train[nearest]
+            for p in powers:
+                for g in ks:
+                    predicted = _weighted_mean(distance[:, :g], values[:, :g], p)
+                    mse[shrinkage, p, g] = float(np.mean((predicted - y_val) ** 2))
+        best_shrinkage, best_power, best_k = min(mse, key=mse.get)
         if k is None:
-            chosen["val_mse_by_k"] = {g: mse[best_shrinkage, g] for g in ks}
-        if len(shrinkages) > 1:  # the best over k for each whitening
-            chosen["val_mse_by_whiten"] = {"none" if w is None else f"{w:g}": min(mse[w, g] for g in ks) for w in shrinkages}
+            chosen["val_mse_by_k"] = {g: mse[best_shrinkage, best_power, g] for g in ks}
+        if len(shrinkages) > 1:  # the best over k and power for each whitening
+            chosen["val_mse_by_whiten"] = {"none" if w is None else f"{w:g}": min(
+                v for (s, _, _), v in mse.items() if s == w) for w in shrinkages}
+        if len(powers) > 1:  # the best over k and whitening for each power
+            chosen["val_mse_by_power"] = {f"{p:g}": min(v for (_, q, _), v in mse.items() if q == p) for p in powers}
     else:
-        best_shrinkage, best_k = shrinkages[0], ks[0]
+        best_shrinkage, best_power, best_k = shrinkages[0], powers[0], ks[0]
     transform = spaces[best_shrinkage]
     z_train = transform(x_train)
-    return Probe(lambda x: knn_predict(z_train, y_train, transform(x), best_k),
-                 {"k": best_k, "whiten": best_shrinkage, **chosen})
+    return Probe(lambda x: knn_predict(z_train, y_train, transform(x), best_k, best_power),
+                 {"k": best_k, "whiten": best_shrinkage, "power": best_power, **chosen})
 
 
 def fit_linear(x_train, y_train, x_val, y_val, alphas=RIDGE_ALPHAS, **_) -> Probe:

@@ -54,6 +54,8 @@ class RegressionConfig:
     # the kNN's whitening shrinkage (probes.Whitener), None for plain Euclidean distances, or "auto":
     # chosen on val from probes.KNN_WHITEN_GRID (None among them)
     knn_whiten: float | str | None = "auto"
+    # the exponent p of the kNN's weights 1/d^p, or "auto": chosen on val from probes.KNN_POWER_GRID
+    knn_power: float | str = "auto"
     redshift_like: bool | None = None  # dz/(1+z) residuals; None: decided from the target's name
     overwrite: bool = False
     progress: bool = True  # a bar over the fits (modality x method x fraction x seed) on stderr
@@ -118,7 +120,7 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
     """Fit one probe on a label subset of train, calibrate on val, measure on test."""
     subset = label_subset(len(train.y), fraction, seed)
     probe = probes.PROBES[method](train.x[subset], train.y[subset], val.x, val.y, k=config.k,
-                                  whiten=config.knn_whiten, seed=seed)
+                                  whiten=config.knn_whiten, power=config.knn_power, seed=seed)
     p_test = probe.predict(test.x)
     record: dict[str, Any] = {"method": method, "label_fraction": fraction, "seed": seed,
                               "n_train": int(subset.size), "n_val": len(val.y), "n_test": len(test.y),

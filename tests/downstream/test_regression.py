@@ -168,6 +168,11 @@ def test_knn_is_distance_weighted_and_exact_matches_win():
     # query at 0.25: distances 0.25, 0.75 with k=2 -> weights 4, 4/3 -> (0 * 4 + 10 * 4/3) / (16/3) = 2.5
     assert probes.knn_predict(x_train, y_train, np.array([[0.25]], np.float32), k=2)[0] == pytest.approx(2.5)
     assert probes.knn_predict(x_train, y_train, np.array([[1.0]], np.float32), k=3)[0] == pytest.approx(10.0)
+    # weights 1/d^2: 16 and 16/9 -> (10 * 16/9) / (16 + 16/9) = 1
+    assert probes.knn_predict(x_train, y_train, np.array([[0.25]], np.float32), k=2, power=2)[0] == pytest.approx(1.0)
+    # power 0: the plain mean of the k neighbours
+    assert probes.knn_predict(x_train, y_train, np.array([[0.25]], np.float32), k=3, power=0)[0] == \
+        pytest.approx(40 / 3)
 
 
 # ---------------------------------------------------------------------------------------- protocol
@@ -257,8 +262,9 @@ def test_report_folder_through_the_cli(tmp_path, capsys):
     assert "![calibration.png](calibration.png)" in markdown
     assert "kNN on spectrum, chosen on val (seed 0): f=0.5: k=16, " in markdown
     knn = [r for r in result["records"] if r["method"] == "knn"]
-    assert all(r["chosen"]["k"] == 16 and "whiten" in r["chosen"] for r in knn)
-    assert result["config"]["knn_whiten"] == "auto"
+    assert all(r["chosen"]["k"] == 16 and "whiten" in r["chosen"] and r["chosen"]["power"] in probes.KNN_POWER_GRID
+               for r in knn)
+    assert result["config"]["knn_whiten"] == "auto" and result["config"]["knn_power"] == "auto"
 
 
 def test_gaussian_method_through_the_cli(tmp_path, capsys):
@@ -310,12 +316,34 @@ def test_a_split_without_objects_is_an_error(tmp_path, capsys):
 def test_knn_picks_k_on_validation_small_for_a_sharp_function_large_for_noise():
     rng = np.random.default_rng(0)
     x_train, x_val = rng.random((2000, 1)).astype(np.float32), rng.random((400, 1)).astype(np.float32)
-    sharp = probes.fit_knn(x_train, np.sin(40 * x_train[:, 0]), x_val, np.sin(40 * x_val[:, 0]))
-    noisy = probes.fit_knn(x_train, x_train[:, 0] + rng.normal(0, 1, 2000), x_val, x_val[:, 0] + rng.normal(0, 1, 400))
+    # power fixed: with it free, a sharp function may take a large k leaning on its nearest neighbours
+    sharp = probes.fit_knn(x_train, np.sin(40 * x_train[:, 0]), x_val, np.sin(40 * x_val[:, 0]), power=1)
+    noisy = probes.fit_knn(x_train, x_train[:, 0] + rng.normal(0, 1, 2000), x_val, x_val[:, 0] + rng.normal(0, 1, 400),
+                           power=1)
     assert sharp.chosen["k"] <= 8 and noisy.chosen["k"] >= 64
     assert set(sharp.chosen["val_mse_by_k"]) == set(probes.KNN_GRID)
-    assert probes.fit_knn(x_train, x_train[:, 0], x_val, x_val[:, 0], k=64, whiten=None).chosen == \
-        {"k": 64, "whiten": None}
+    assert probes.fit_knn(x_train, x_train[:, 0], x_val, x_val[:, 0], k=64, whiten=None, power=1).chosen == \
+        {"k": 64, "whiten": None, "power": 1}
+
+
+def test_knn_picks_the_weights_power_on_validation_high_at_a_sharp_edge_low_for_noise():
+    # With k fixed at 32, a step in the target is blurred by far neighbours unless the weights lean on the
+    # nearest ones; a target that is pure noise is best averaged evenly.
+    rng = np.random.default_rng(2)
+    x_train, x_val, x_test = (rng.random((n, 1)).astype(np.float32) for n in (2000, 400, 400))
+
+    def step(x):
+        return (x[:, 0] > 0.5).astype(float)
+
+    sharp = probes.fit_knn(x_train, step(x_train), x_val, step(x_val), k=32, whiten=None)
+    noise = probes.fit_knn(x_train, rng.normal(0, 1, 2000), x_val, rng.normal(0, 1, 400), k=32, whiten=None)
+    assert sharp.chosen["power"] == max(probes.KNN_POWER_GRID) and noise.chosen["power"] == min(probes.KNN_POWER_GRID)
+    assert set(sharp.chosen["val_mse_by_power"]) == {f"{p:g}" for p in probes.KNN_POWER_GRID}
+    even = probes.fit_knn(x_train, step(x_train), None, None, k=32, whiten=None, power=1)
+    mse = {name: np.mean((probe.predict(x_test) - step(x_test)) ** 2) for name, probe in [("auto", sharp), ("p1", even)]}
+    assert mse["auto"] < 0.7 * mse["p1"]
+    with pytest.raises(ValueError, match="power"):
+        probes.fit_knn(x_train, step(x_train), x_val, step(x_val), power=-1)
 
 
 def test_whitened_distances_are_mahalanobis_distances_by_hand():
@@ -351,36 +379,40 @@ def test_knn_whitens_on_validation_when_the_target_lives_in_a_direction_of_small
     assert set(auto.chosen["val_mse_by_whiten"]) == {"none", "0.0001", "0.001", "0.01", "0.1"}
     mse = {name: np.mean((probe.predict(x_test) - y_test) ** 2) for name, probe in [("auto", auto), ("plain", plain)]}
     assert mse["auto"] < 0.2 * mse["plain"]
-    fixed = probes.fit_knn(x_train, y_train, None, None, k=8, whiten=0.01)
-    assert fixed.chosen == {"k": 8, "whiten": 0.01}
+    fixed = probes.fit_knn(x_train, y_train, None, None, k=8, whiten=0.01, power=2)
+    assert fixed.chosen == {"k": 8, "whiten": 0.01, "power": 2}
     with pytest.raises(ValueError, match="needs validation rows"):
-        probes.fit_knn(x_train, y_train, None, None, k=8)
+        probes.fit_knn(x_train, y_train, None, None, k=8, power=1)
     with pytest.raises(ValueError, match="whiten"):
         probes.fit_knn(x_train, y_train, x_val, y_val, whiten="yes")
 
 
-@pytest.mark.parametrize(("flag", "expected"), [("none", None), ("0.01", 0.01), ("auto", "auto")])
-def test_cli_knn_whiten_reaches_the_config(tmp_path, monkeypatch, flag, expected):
+@pytest.mark.parametrize(("flag", "field", "value", "expected"), [
+    ("--knn-whiten", "knn_whiten", "none", None), ("--knn-whiten", "knn_whiten", "0.01", 0.01),
+    ("--knn-whiten", "knn_whiten", "auto", "auto"), ("--knn-power", "knn_power", "2", 2.0),
+    ("--knn-power", "knn_power", "auto", "auto")])
+def test_cli_knn_settings_reach_the_config(tmp_path, monkeypatch, flag, field, value, expected):
     seen = {}
 
     def fake_write_report(config):
-        seen["whiten"] = config.knn_whiten
+        seen["value"] = getattr(config, field)
         raise SystemExit(0)
 
     monkeypatch.setattr("downstream.regression.write_report", fake_write_report)
     with pytest.raises(SystemExit):
         main(["regress", "--embeddings", "e", "--modality", "spectrum", "--target", "z", "--out", "o",
-              "--knn-whiten", flag])
-    assert seen["whiten"] == expected
+              flag, value])
+    assert seen["value"] == expected
 
 
-def test_cli_knn_whiten_must_be_positive_none_or_auto(capsys):
-    for bad in ("-1", "some"):
+def test_cli_knn_whiten_and_power_must_be_valid(capsys):
+    for flag, bad in (("--knn-whiten", "-1"), ("--knn-whiten", "some"), ("--knn-power", "-1"), ("--knn-power", "x")):
         with pytest.raises(SystemExit):
             main(["regress", "--embeddings", "e", "--modality", "spectrum", "--target", "z", "--out", "o",
-                  "--knn-whiten", bad])
+                  flag, bad])
     err = capsys.readouterr().err
     assert "must be positive" in err and "neither a number, 'none' nor 'auto'" in err
+    assert "exponent must be >= 0" in err and "'x' is neither a number nor 'auto'" in err
 
 
 def test_cli_k_must_be_a_number_or_auto(capsys):
