@@ -5,6 +5,7 @@ and MLP probes on frozen embeddings with split-conformal intervals, and a hetero
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,40 +45,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _k_value(text: str) -> int | None:
+def _setting(text: str, cast, is_valid, problem: str, auto_value, allow_none: bool = False):
+    """A kNN setting from the command line: 'auto' (-> auto_value), 'none' where allowed, or a valid number."""
     if text == "auto":
+        return auto_value
+    if allow_none and text == "none":
         return None
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: need at least 1 neighbour")
+        words = "a number, 'none' nor 'auto'" if allow_none else "a number nor 'auto'"
+        raise argparse.ArgumentTypeError(f"{text!r} is neither {words}") from None
+    if not is_valid(value):
+        raise argparse.ArgumentTypeError(f"{value}: {problem}")
     return value
+
+
+def _k_value(text: str) -> int | None:
+    return _setting(text, int, lambda v: v >= 1, "need at least 1 neighbour", auto_value=None)
 
 
 def _whiten_value(text: str) -> float | str | None:
-    if text in ("auto", "none"):
-        return None if text == "none" else text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number, 'none' nor 'auto'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value}: the shrinkage must be positive")
-    return value
+    return _setting(text, float, lambda v: 0 < v < math.inf, "the shrinkage must be positive and finite", "auto", allow_none=True)
 
 
 def _power_value(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value}: the weights' exponent must be >= 0")
-    return value
+    return _setting(text, float, lambda v: 0 <= v < math.inf, "the weights' exponent must be >= 0 and finite", "auto")
 
 
 def run(args: argparse.Namespace) -> int:
