@@ -66,11 +66,13 @@ def _k_value(text: str) -> int | None:
 
 
 def _whiten_value(text: str) -> float | str | None:
-    return _setting(text, float, lambda v: 0 < v < math.inf, "the shrinkage must be positive and finite", "auto", allow_none=True)
+    return _setting(text, float, lambda v: 0 < v < math.inf, "the shrinkage must be positive and finite", "auto",
+                    allow_none=True)
 
 
 def _power_value(text: str) -> float | str:
-    return _setting(text, float, lambda v: 0 <= v < math.inf, "the weights' exponent must be >= 0 and finite", "auto")
+    return _setting(text, float, lambda v: 0 <= v < math.inf, "the weights' exponent must be >= 0 and finite",
+                    "auto")
 
 
 def run(args: argparse.Namespace) -> int:

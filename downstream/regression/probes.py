@@ -103,23 +103,17 @@ def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, k: int,
     return _weighted_mean(distance, np.asarray(y_train, np.float64)[nearest], power)
 
 
-def _options(value, grid, name: str, check) -> list:
-    """The settings to try: the whole grid for "auto", else the one value given (validated by check)."""
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _options(value, grid, name: str, valid: bool, expected: str) -> list:
+    """The settings to try: the whole grid for "auto", else the one value given (valid: it is acceptable)."""
     if isinstance(value, str) and value == "auto":
         return list(grid)
-    if not check(value):
-        raise ValueError(f"kNN {name} must be {check.__doc__} or 'auto', got {value!r}")
+    if not valid:
+        raise ValueError(f"kNN {name} must be {expected} or 'auto', got {value!r}")
     return [value]
-
-
-def _is_shrinkage(value) -> bool:
-    """a shrinkage > 0, None"""
-    return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_power(value) -> bool:
-    """a number >= 0"""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def fit_knn(x_train, y_train, x_val, y_val, k: int | None = None, whiten: float | str | None = "auto",
@@ -131,8 +125,8 @@ def fit_knn(x_train, y_train, x_val, y_val, k: int | None = None, whiten: float 
     jointly; fixing everything needs no validation rows."""
     x_train, y_train = np.asarray(x_train, np.float32).copy(), np.asarray(y_train, np.float64).copy()
     ks = sorted({max(1, min(g, len(x_train))) for g in grid}) if k is None else [max(1, min(k, len(x_train)))]
-    shrinkages = _options(whiten, whiten_grid, "whiten", _is_shrinkage)
-    powers = _options(power, power_grid, "power", _is_power)
+    shrinkages = _options(whiten, whiten_grid, "whiten", whiten is None or _is_number(whiten), "a shrinkage > 0, None")
+    powers = _options(power, power_grid, "power", _is_number(power) and power >= 0, "a number >= 0")
     if len(ks) * len(shrinkages) * len(powers) > 1 and (x_val is None or len(x_val) == 0):
         raise ValueError("choosing the kNN's k, whitening or power needs validation rows; fix all three to fit "
                          "without")
