@@ -10,7 +10,10 @@ and prints ONE JSON object: per target the measured value, the target, and wheth
 
 Beside the targets it reports information ceilings (downstream.regression.ceiling): the same MLP probe
 fitted on noise-free catalogue columns, e.g. the exact g, r, z fluxes and light profile for images. A
-target above its modality's ceiling asks for information the mock data do not hold.
+target above its modality's ceiling asks for information the mock data do not hold. With --data (the
+dataset the embeddings came from) it also reports the measured-image reference
+(downstream.regression.measured): the same probe on aperture fluxes and adaptive moments measured from
+the noisy images themselves, i.e. what classical photometry and shapes get from what the encoder sees.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def main() -> None:
     from astrofm.embedstore.store import EmbeddingStore
     from downstream.regression import RegressionConfig, write_report
     from downstream.regression.ceiling import information_ceilings
+    from downstream.regression.measured import measured_image_reference
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embeddings", required=True, metavar="EMB_DIR")
@@ -46,6 +50,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", help="keep the regression report here (default: a temporary folder)")
     parser.add_argument("--no-ceilings", action="store_true", help="skip the information ceilings")
+    parser.add_argument("--data", metavar="DATA_DIR",
+                        help="the embedded dataset: adds the measured-image reference (about a minute)")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -81,12 +87,22 @@ def main() -> None:
     ceilings = {} if args.no_ceilings else {
         name: {"columns": c["columns"], **{k: round(v, 4) for k, v in c["mean"].items()}}
         for name, c in information_ceilings(EmbeddingStore.open(args.embeddings), args.target, seeds=1).items()}
+    measured = {} if not args.data else {"image": _rounded(measured_image_reference(args.data, args.target, seeds=2))}
     for result in results:
         if result["metric"] == "r2" and result["modality"] in ceilings:
             result["noise_free_ceiling"] = ceilings[result["modality"]]["r2"]
+        if result["metric"] == "r2" and result["modality"] in measured:
+            result["measured_reference"] = measured[result["modality"]]["r2"]
     print(json.dumps({"benchmark": "downstream_quality", "embeddings": args.embeddings, "target": args.target,
                       "seeds": args.seeds, "targets": results, "table": table, "information_ceilings": ceilings,
+                      "measured_references": measured,
                       "seconds": round(time.perf_counter() - start, 1)}))
+
+
+def _rounded(reference: dict) -> dict:
+    """The description, the counts and the mean test metrics to 4 places."""
+    return {"features": reference["features"], "n_train": reference["n_train"], "n_test": reference["n_test"],
+            **{k: round(v, 4) for k, v in reference["mean"].items()}}
 
 
 if __name__ == "__main__":

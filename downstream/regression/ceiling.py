@@ -50,12 +50,19 @@ def ceiling(table, target: str, columns: Sequence[str], seeds: int, where: str) 
     x = catalogue_features(table, columns, where)
     y = label_values(table, target, where)
     split = np.array(table.column("split").to_pylist(), dtype=object)
+    return {"columns": list(columns), **probe_scores(x, y, split, target, seeds, where)}
+
+
+def probe_scores(x: np.ndarray, y: np.ndarray, split: np.ndarray, target: str, seeds: int,
+                 where: str) -> dict[str, Any]:
+    """The MLP probe from features x (N, F) to y (N,): fitted on the train rows, early-stopped on val,
+    scored on test; mean and std of the test metrics over seeds. Rows with a NaN are left out."""
     rows = {}
     for name in SPLITS:
         keep = np.flatnonzero((split == name) & np.isfinite(y) & np.isfinite(x).all(axis=1))
         if keep.size < 2:
             raise ValueError(f"{where}: the {name} split has {keep.size} objects with finite {target!r} and "
-                             f"catalogue columns; need at least 2")
+                             f"features; need at least 2")
         rows[name] = keep
     redshift_like = is_redshift_like(target)
     runs = []
@@ -63,8 +70,7 @@ def ceiling(table, target: str, columns: Sequence[str], seeds: int, where: str) 
         probe = probes.fit_mlp(x[rows["train"]], y[rows["train"]], x[rows["val"]], y[rows["val"]], seed=seed)
         runs.append(point_metrics(y[rows["test"]], probe.predict(x[rows["test"]]), redshift_like))
     keys = runs[0].keys()
-    return {"columns": list(columns), "seeds": seeds, "n_train": int(rows["train"].size),
-            "n_test": int(rows["test"].size),
+    return {"seeds": seeds, **{f"n_{name}": int(rows[name].size) for name in SPLITS},
             "mean": {k: float(np.mean([r[k] for r in runs])) for k in keys},
             "std": {k: float(np.std([r[k] for r in runs])) for k in keys}}
 
