@@ -57,14 +57,14 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(args.out or Path(scratch) / "report")
-        write_report(RegressionConfig(embeddings=args.embeddings, out=str(out), target=args.target,
+        write_report(RegressionConfig(embeddings=args.embeddings, out=str(out), targets=[args.target],
                                       modalities=["spectrum", "image"], methods=["knn", "mlp"],
                                       label_fractions=LABEL_FRACTIONS, seeds=args.seeds, overwrite=True))
         metrics = json.loads((out / "metrics.json").read_text())
         # The kNN targets again with plain Euclidean distances and 1/d weights (AstroCLIP's protocol), beside
         # the default whitening and weights' exponent chosen on val, so that the two can be told apart.
         plain_out = Path(scratch) / "plain"
-        write_report(RegressionConfig(embeddings=args.embeddings, out=str(plain_out), target=args.target,
+        write_report(RegressionConfig(embeddings=args.embeddings, out=str(plain_out), targets=[args.target],
                                       modalities=["spectrum", "image"], methods=["knn"], label_fractions=[1.0],
                                       seeds=args.seeds, knn_whiten=None, knn_power=1, overwrite=True, progress=False))
         plain = {e["modality"]: e["mean"] for e in json.loads((plain_out / "metrics.json").read_text())["summary"]}

@@ -139,7 +139,7 @@ def regression(config: QuickstartConfig, embeddings: Path) -> dict[str, Any]:
     from downstream.regression import RegressionConfig, write_report
 
     out = write_report(RegressionConfig(embeddings=str(embeddings), out=str(config.root / "regression"),
-                                        target="redshift", modalities=["spectrum", "image"],
+                                        targets=["redshift"], modalities=["spectrum", "image"],
                                         methods=["knn", "mlp"], label_fractions=[0.1, 1.0], seeds=1))
     return _read_json(out / "metrics.json")
 
@@ -174,7 +174,8 @@ def headline(retrieval_metrics: dict[str, Any], regression_metrics: dict[str, An
                      f"{entry['top10']:.3f} (chance {10 / max(entry['pool'], 1):.3f})"))
     for entry in regression_metrics["summary"]:
         mean = entry["mean"]
-        rows.append(("redshift (test)", f"{entry['modality']} {entry['method']}, {entry['label_fraction']:g} of labels",
+        rows.append((f"{entry['target']} (test)",
+                     f"{entry['modality']} {entry['method']}, {entry['label_fraction']:g} of labels",
                      f"R2 {mean['r2']:.3f}, NMAD {mean['nmad']:.4f}, cov68 {mean['coverage_68']:.2f}"))
     for name, entry in misspec_metrics["suites"].items():
         rows.append(("misspecification", f"{name} vs observed",

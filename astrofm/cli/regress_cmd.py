@@ -1,4 +1,4 @@
-"""`astrofm regress --embeddings EMB_DIR --modality M|concat --target LABEL --out REPORT_DIR`: kNN, ridge
+"""`astrofm regress --embeddings EMB_DIR --modality M|concat --target LABEL [LABEL ...] --out REPORT_DIR`: kNN, ridge
 and MLP probes on frozen embeddings with split-conformal intervals, and a heteroscedastic Gaussian MLP
 (`--method gaussian`) with intervals from its own sigma; metrics.json, PNG plots, report.md."""
 
@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--embeddings", required=True, metavar="EMB_DIR", help="embedding folder (astrofm embed)")
     parser.add_argument("--modality", nargs="+", required=True, metavar="M",
                         help="modality name(s), or 'concat' (all modalities joined, objects having them all)")
-    parser.add_argument("--target", required=True, metavar="LABEL", help="numeric label to predict")
+    parser.add_argument("--target", nargs="+", required=True, metavar="LABEL",
+                        help="numeric label(s) to predict, each by its own probes (e.g. redshift log_stellar_mass)")
     parser.add_argument("--method", nargs="+", default=["knn", "linear", "mlp"],
                         choices=["knn", "linear", "mlp", "gaussian"],
                         help="probes (default: knn linear mlp); gaussian: an MLP predicting mean and sigma, "
@@ -78,7 +79,7 @@ def _power_value(text: str) -> float | str:
 def run(args: argparse.Namespace) -> int:
     from downstream.regression import RegressionConfig, write_report
 
-    config = RegressionConfig(embeddings=args.embeddings, out=args.out, target=args.target,
+    config = RegressionConfig(embeddings=args.embeddings, out=args.out, targets=list(args.target),
                               modalities=list(args.modality), methods=list(args.method),
                               label_fractions=list(args.label_fraction), seeds=args.seeds, k=args.k,
                               knn_whiten=args.knn_whiten, knn_power=args.knn_power,
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = json.loads((out / "metrics.json").read_text())
     for entry in metrics["summary"]:
         mean = entry["mean"]
-        print(f"{entry['modality']:10s} {entry['method']:8s} f={entry['label_fraction']:<5g} "
+        print(f"{entry['target']:16s} {entry['modality']:10s} {entry['method']:8s} f={entry['label_fraction']:<5g} "
               f"R2 {mean['r2']:.4f}  NMAD {mean['nmad']:.4f}  outliers {mean['outlier_fraction']:.4f}  "
               f"cov68 {mean['coverage_68']:.3f}  cov95 {mean['coverage_95']:.3f}"
               + (f"  NLL {mean['nll']:.4f}" if "nll" in mean else ""))

@@ -17,16 +17,19 @@ def _pyplot():
     return plt
 
 
-def pred_vs_true(folder: Path, modality: str, arrays: dict[str, dict], target: str, fraction: float) -> str:
+def pred_vs_true(folder: Path, modality: str, by_target: dict[str, dict[str, dict]], fraction: float) -> str:
+    """One row per target, one panel per method: predicted against true on the test split."""
     plt = _pyplot()
-    methods = list(arrays)
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 4), squeeze=False)
-    for ax, method in zip(axes[0], methods, strict=True):
-        y, p = arrays[method]["y"], arrays[method]["p"]
-        lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
-        ax.scatter(y, p, s=3, alpha=0.4)
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-        ax.set(xlabel=f"true {target}", ylabel=f"predicted {target}", title=f"{modality} {method}")
+    methods = list(next(iter(by_target.values())))
+    fig, axes = plt.subplots(len(by_target), len(methods), figsize=(4 * len(methods), 4 * len(by_target)),
+                             squeeze=False)
+    for row, (target, arrays) in zip(axes, by_target.items(), strict=True):
+        for ax, method in zip(row, methods, strict=True):
+            y, p = arrays[method]["y"], arrays[method]["p"]
+            lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+            ax.scatter(y, p, s=3, alpha=0.4)
+            ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+            ax.set(xlabel=f"true {target}", ylabel=f"predicted {target}", title=f"{modality} {method}")
     fig.suptitle(f"test split, label fraction {fraction:g}, seed 0")
     fig.tight_layout()
     name = f"pred_vs_true_{modality}.png"
@@ -35,21 +38,23 @@ def pred_vs_true(folder: Path, modality: str, arrays: dict[str, dict], target: s
     return name
 
 
-def calibration(folder: Path, shown: dict[str, dict[str, dict]], levels: list[float]) -> str:
+def calibration(folder: Path, shown: dict[str, dict[str, dict[str, dict]]], levels: list[float]) -> str:
+    """One panel per target: empirical against nominal coverage of every modality and method."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for modality, methods in shown.items():
-        for method, arrays in methods.items():
-            # conformal methods: intervals calibrated on val; gaussian: mean +- z sigma from its own sigma
-            kind = "own sigma" if "sigma" in arrays else "conformal"
-            line, = ax.plot(levels, arrays["curve"], marker=".", label=f"{modality} {method} ({kind})")
-            if "curve_recal" in arrays:
-                ax.plot(levels, arrays["curve_recal"], ls=":", color=line.get_color(),
-                        label=f"{modality} {method} (sigma x s, fitted on val)")
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
-    ax.set(xlabel="nominal coverage", ylabel="empirical coverage on test",
-           xlim=(0, 1), ylim=(0, 1), title="interval calibration")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 5), squeeze=False)
+    for ax, (target, by_modality) in zip(axes[0], shown.items(), strict=True):
+        for modality, methods in by_modality.items():
+            for method, arrays in methods.items():
+                # conformal methods: intervals calibrated on val; gaussian: mean +- z sigma from its own sigma
+                kind = "own sigma" if "sigma" in arrays else "conformal"
+                line, = ax.plot(levels, arrays["curve"], marker=".", label=f"{modality} {method} ({kind})")
+                if "curve_recal" in arrays:
+                    ax.plot(levels, arrays["curve_recal"], ls=":", color=line.get_color(),
+                            label=f"{modality} {method} (sigma x s, fitted on val)")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+        ax.set(xlabel="nominal coverage", ylabel="empirical coverage on test",
+               xlim=(0, 1), ylim=(0, 1), title=f"interval calibration: {target}")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "calibration.png", dpi=110)
     plt.close(fig)
@@ -57,20 +62,24 @@ def calibration(folder: Path, shown: dict[str, dict[str, dict]], levels: list[fl
 
 
 def metric_vs_fraction(folder: Path, summary: list[dict[str, Any]]) -> str:
+    """A row of R^2, NMAD and 68% coverage against the label fraction per target."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    curves: dict[tuple, list] = {}
+    curves: dict[str, dict[tuple, list]] = {}
     for entry in summary:
-        curves.setdefault((entry["modality"], entry["method"]), []).append(entry)
-    for ax, key in zip(axes, ("r2", "nmad", "coverage_68"), strict=True):
-        for (modality, method), entries in curves.items():
-            entries = sorted(entries, key=lambda e: e["label_fraction"])
-            ax.errorbar([e["label_fraction"] for e in entries], [e["mean"][key] for e in entries],
-                        yerr=[e["std"][key] for e in entries], marker="o", capsize=3, label=f"{modality} {method}")
-        if key == "coverage_68":
-            ax.axhline(0.68, color="k", ls="--", lw=1)
-        ax.set(xscale="log", xlabel="label fraction of the train split", ylabel=key, title=f"{key} (mean ± std)")
-    axes[0].legend(fontsize=7)
+        curves.setdefault(entry["target"], {}).setdefault((entry["modality"], entry["method"]), []).append(entry)
+    fig, axes = plt.subplots(len(curves), 3, figsize=(13, 4 * len(curves)), squeeze=False)
+    for row, (target, by_probe) in zip(axes, curves.items(), strict=True):
+        for ax, key in zip(row, ("r2", "nmad", "coverage_68"), strict=True):
+            for (modality, method), entries in by_probe.items():
+                entries = sorted(entries, key=lambda e: e["label_fraction"])
+                ax.errorbar([e["label_fraction"] for e in entries], [e["mean"][key] for e in entries],
+                            yerr=[e["std"][key] for e in entries], marker="o", capsize=3,
+                            label=f"{modality} {method}")
+            if key == "coverage_68":
+                ax.axhline(0.68, color="k", ls="--", lw=1)
+            ax.set(xscale="log", xlabel="label fraction of the train split", ylabel=key,
+                   title=f"{target}: {key} (mean ± std)")
+        row[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "metric_vs_fraction.png", dpi=110)
     plt.close(fig)
@@ -84,11 +93,12 @@ def _fmt(entry: dict[str, Any], key: str) -> str:
 
 def markdown(metrics: dict[str, Any], images: list[str]) -> str:
     config = metrics["config"]
-    lines = [f"# Regression of `{config['target']}` on frozen embeddings", "",
+    residual = {target: "dz/(1+z)" if flag else "predicted - true" for target, flag in config["redshift_like"].items()}
+    lines = [f"# Regression of {', '.join(f'`{t}`' for t in config['targets'])} on frozen embeddings", "",
              f"Embeddings: `{config['embeddings']}`; fitted on train (label fractions "
              f"{config['label_fractions']}, {config['seeds']} seeds), hyper-parameters and conformal "
-             f"calibration on val, every number on test. Residuals "
-             f"{'dz/(1+z)' if config['redshift_like'] else 'predicted - true'} for bias, NMAD, outliers.", ""]
+             f"calibration on val, every number on test. Residuals for bias, NMAD, outliers: "
+             + "; ".join(f"`{t}` {r}" for t, r in residual.items()) + ".", ""]
     lines += [f"![{name}]({name})" for name in images]
     keys = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95")
     if any("nll" in entry["mean"] for entry in metrics["summary"]):
@@ -96,23 +106,24 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
         lines += ["", "Method `gaussian`: intervals mean ± z·sigma from its own predicted sigma (coverage and nll "
                   "use that sigma; metrics.json also holds *_recal keys with sigma scaled by s fitted on val). "
                   "The other methods' intervals are split-conformal, calibrated on val."]
-    lines += ["", "| modality | method | fraction | n_train | " + " | ".join(keys) + " |",
-              "|---" * (4 + len(keys)) + "|"]
+    lines += ["", "| target | modality | method | fraction | n_train | " + " | ".join(keys) + " |",
+              "|---" * (5 + len(keys)) + "|"]
     for entry in metrics["summary"]:
-        lines.append(f"| {entry['modality']} | {entry['method']} | {entry['label_fraction']:g} | {entry['n_train']} | "
+        lines.append(f"| {entry['target']} | {entry['modality']} | {entry['method']} | {entry['label_fraction']:g} | "
+                     f"{entry['n_train']} | "
                      + " | ".join(_fmt(entry, key) if key in entry["mean"] else "" for key in keys) + " |")
     return "\n".join(lines + _knn_choices(metrics["records"])) + "\n"
 
 
 def _knn_choices(records: list[dict[str, Any]]) -> list[str]:
-    """One line per modality: what the kNN probe chose on val (seed 0) at each label fraction."""
-    by_modality: dict[str, list[str]] = {}
+    """One line per target and modality: what the kNN probe chose on val (seed 0) at each label fraction."""
+    by_probe: dict[tuple[str, str], list[str]] = {}
     for record in records:
         if record["method"] == "knn" and record["seed"] == 0:
             whiten = record["chosen"].get("whiten")
             distance = "plain distances" if whiten is None else f"whitened, shrinkage {whiten:g}"
             power = record["chosen"].get("power", 1)
-            by_modality.setdefault(record["modality"], []).append(
+            by_probe.setdefault((record["target"], record["modality"]), []).append(
                 f"f={record['label_fraction']:g}: k={record['chosen']['k']}, weights 1/d^{power:g}, {distance}")
-    return ([""] + [f"kNN on {modality}, chosen on val (seed 0): " + "; ".join(choices) + "."
-                    for modality, choices in by_modality.items()]) if by_modality else []
+    return ([""] + [f"kNN for {target} on {modality}, chosen on val (seed 0): " + "; ".join(choices) + "."
+                    for (target, modality), choices in by_probe.items()]) if by_probe else []

@@ -1,6 +1,7 @@
 """`astrofm regress`: probes on frozen embeddings, reported with point metrics and conformal coverage.
 
-Protocol, per modality (or `concat`: the modalities' embeddings joined, for objects having them all):
+Protocol, per target and modality (or `concat`: the modalities' embeddings joined, for objects having
+them all); each target is regressed on its own:
     rows whose target is NaN or null are dropped;
     for each seed s and label fraction f, the probe is fitted on a seeded subset of the train split
     (the first round(f * n_train) rows of one permutation per seed, so smaller subsets are nested in
@@ -13,9 +14,9 @@ probabilistic `gaussian` method gets mean +- z sigma from its own predicted sigm
 width_68/95 (mean width on test) and nll use that raw sigma; the *_recal keys use sigma times the
 scale s fitted on val (chosen["sigma_scale"]), so that val z-scores have unit variance.
 
-Output: REPORT_DIR/metrics.json {"config", "records": one per (modality, method, label_fraction, seed),
-"summary": mean and std over seeds}, pred_vs_true_{modality}.png, calibration.png,
-metric_vs_fraction.png and report.md.
+Output: REPORT_DIR/metrics.json {"config", "records": one per (target, modality, method, label_fraction,
+seed), "summary": mean and std over seeds}, pred_vs_true_{modality}.png (a row per target), calibration.png
+and metric_vs_fraction.png (a panel row per target), and report.md.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ SUMMARY_KEYS = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68",
 class RegressionConfig:
     embeddings: str  # embedding folder (astrofm embed)
     out: str  # report folder to write
-    target: str = "redshift"  # label column to predict
+    # label columns to predict, each by its own probes (an astronomer's z, M* and sSFR in one report)
+    targets: list[str] = field(default_factory=lambda: ["redshift"])
     modalities: list[str] = field(default_factory=lambda: ["spectrum"])  # modality names or "concat"
     methods: list[str] = field(default_factory=lambda: list(probes.METHODS))  # knn, linear, mlp (+ gaussian)
     label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])  # of the train split
@@ -56,7 +58,7 @@ class RegressionConfig:
     knn_whiten: float | str | None = "auto"
     # the exponent p of the kNN's weights 1/d^p, or "auto": chosen on val from probes.KNN_POWER_GRID
     knn_power: float | str = "auto"
-    redshift_like: bool | None = None  # dz/(1+z) residuals; None: decided from the target's name
+    redshift_like: bool | None = None  # dz/(1+z) residuals for every target; None: decided from each one's name
     overwrite: bool = False
     progress: bool = True  # a bar over the fits (modality x method x fraction x seed) on stderr
 
@@ -89,8 +91,33 @@ def label_values(table, target: str, where: str) -> np.ndarray:
         raise ValueError(f"{where}: label {target!r} is not numeric ({error})") from None
 
 
-def load_splits(store: EmbeddingStore, modality: str, target: str) -> dict[str, Split]:
-    """split -> rows with a finite target; `concat` joins all the store's modalities on object id."""
+@dataclass
+class ModalityRows:
+    """One modality's (or `concat`'s) embeddings with their splits, and the labels to pick targets from."""
+    name: str
+    path: str  # the embedding folder, for errors
+    label_source: str  # the modality whose table the labels are read from
+    ids: list[str]
+    x: np.ndarray  # (N, D) float32
+    split: np.ndarray  # (N,) split names
+    labels: Any  # the pyarrow table the rows' labels are read from
+    rows: list[int]  # rows of `labels` in the order of ids
+
+    def splits(self, target: str) -> dict[str, Split]:
+        """split -> rows with a finite `target`; a split with fewer than 2 such rows raises."""
+        y = label_values(self.labels, target, f"{self.path} ({self.label_source})")[self.rows]
+        out = {}
+        for name in SPLITS:
+            keep = np.flatnonzero((self.split == name) & np.isfinite(y))
+            if keep.size < 2:
+                raise ValueError(f"{self.path}: the {name} split has {keep.size} {self.name} objects "
+                                 f"with a finite {target!r}; need at least 2")
+            out[name] = Split([self.ids[i] for i in keep], self.x[keep], y[keep])
+        return out
+
+
+def load_modality(store: EmbeddingStore, modality: str) -> ModalityRows:
+    """A modality's embeddings; `concat` joins all the store's modalities on object id."""
     names = store.modalities if modality == CONCAT else [modality]
     if modality == CONCAT and not names:
         raise ValueError(f"{store.path}: no modalities to concatenate")
@@ -103,16 +130,13 @@ def load_splits(store: EmbeddingStore, modality: str, target: str) -> dict[str, 
         position = {oid: i for i, oid in enumerate(table.column("id").to_pylist())}
         parts.append(table_vectors(table)[[position[ids[i]] for i in rows]])
     x = np.concatenate(parts, axis=1) if parts else np.zeros((0, 0), np.float32)
-    y = label_values(tables[0], target, f"{store.path} ({names[0]})")[rows]
     split = np.array(tables[0].column("split").to_pylist(), dtype=object)[rows]
-    out = {}
-    for name in SPLITS:
-        keep = np.flatnonzero((split == name) & np.isfinite(y))
-        if keep.size < 2:
-            raise ValueError(f"{store.path}: the {name} split has {keep.size} {modality} objects with a finite "
-                             f"{target!r}; need at least 2")
-        out[name] = Split([ids[rows[i]] for i in keep], x[keep], y[keep])
-    return out
+    return ModalityRows(modality, str(store.path), names[0], [ids[i] for i in rows], x, split, tables[0], rows)
+
+
+def load_splits(store: EmbeddingStore, modality: str, target: str) -> dict[str, Split]:
+    """split -> rows with a finite target; `concat` joins all the store's modalities on object id."""
+    return load_modality(store, modality).splits(target)
 
 
 def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float, seed: int,
@@ -155,7 +179,7 @@ def sigma_intervals(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> dict[st
 
 def _summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # nll and *_recal: gaussian records only, so each group summarises the keys its records carry.
-    return summarise_over_seeds(records, ("modality", "method", "label_fraction"), SUMMARY_KEYS)
+    return summarise_over_seeds(records, ("target", "modality", "method", "label_fraction"), SUMMARY_KEYS)
 
 
 def _check(config: RegressionConfig) -> None:
@@ -167,28 +191,37 @@ def _check(config: RegressionConfig) -> None:
             raise ValueError(f"label fraction {fraction} is not in (0, 1]")
     if config.seeds < 1:
         raise ValueError(f"--seeds {config.seeds}: need at least 1")
+    if not config.targets:
+        raise ValueError("no target: name at least one label")
+    repeated = sorted({t for t in config.targets if config.targets.count(t) > 1})
+    if repeated:
+        raise ValueError(f"target(s) {repeated} named more than once")
 
 
 def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[str, dict]]]:
-    """metrics.json content, and for plots modality -> method -> test predictions and coverage curve of
-    the largest label fraction, seed 0."""
+    """metrics.json content, and for plots target -> modality -> method -> test predictions and coverage
+    curve of the largest label fraction, seed 0."""
     _check(config)
     store = EmbeddingStore.open(config.embeddings)
-    redshift_like = is_redshift_like(config.target) if config.redshift_like is None else config.redshift_like
-    data = {modality: load_splits(store, modality, config.target) for modality in config.modalities}
+    redshift_like = {target: is_redshift_like(target) if config.redshift_like is None else config.redshift_like
+                     for target in config.targets}
+    # every target of every modality is read (and a bad one refused) before the first fit
+    embeddings = {modality: load_modality(store, modality) for modality in config.modalities}
+    data = {(target, modality): rows.splits(target) for target in config.targets
+            for modality, rows in embeddings.items()}
     records, shown = [], {}
     fractions = sorted(set(config.label_fractions))
-    fits = [(modality, method, fraction, seed) for modality in data for method in config.methods
+    fits = [(target, modality, method, fraction, seed) for target, modality in data for method in config.methods
             for fraction in fractions for seed in range(config.seeds)]
     bar = tqdm(fits, desc="regress", unit="fit", disable=not config.progress, file=sys.stderr)
-    for modality, method, fraction, seed in bar:
-        bar.set_postfix_str(f"{modality} {method} f={fraction:g} seed {seed}")
-        splits = data[modality]
+    for target, modality, method, fraction, seed in bar:
+        bar.set_postfix_str(f"{target} {modality} {method} f={fraction:g} seed {seed}")
+        splits = data[target, modality]
         record, arrays = evaluate(splits["train"], splits["val"], splits["test"], method, fraction, seed, config,
-                                  redshift_like)
-        records.append({"modality": modality, **record})
+                                  redshift_like[target])
+        records.append({"target": target, "modality": modality, **record})
         if fraction == fractions[-1] and seed == 0:
-            shown.setdefault(modality, {})[method] = arrays
+            shown.setdefault(target, {}).setdefault(modality, {})[method] = arrays
     bar.close()
     settings = {**asdict(config), "redshift_like": redshift_like, "label_fractions": fractions,
                 "curve_levels": list(CURVE_LEVELS), "model_sha256": store.model_sha256}
@@ -205,7 +238,8 @@ def write_report(config: RegressionConfig) -> Path:
     with staged_folder(out) as staging:
         write_metrics(staging, metrics)
         fraction = metrics["config"]["label_fractions"][-1]
-        images = [plots.pred_vs_true(staging, m, arrays, config.target, fraction) for m, arrays in shown.items()]
+        modalities = list(next(iter(shown.values())))
+        images = [plots.pred_vs_true(staging, m, {t: shown[t][m] for t in shown}, fraction) for m in modalities]
         images.append(plots.calibration(staging, shown, metrics["config"]["curve_levels"]))
         images.append(plots.metric_vs_fraction(staging, metrics["summary"]))
         (staging / "report.md").write_text(plots.markdown(metrics, images))

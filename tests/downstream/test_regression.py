@@ -254,17 +254,64 @@ def test_report_folder_through_the_cli(tmp_path, capsys):
     for record in result["records"]:
         assert {"modality", "method", "label_fraction", "seed", "r2", "rmse", "bias", "nmad", "outlier_fraction",
                 "coverage_68", "coverage_95", "n_train", "n_test"} <= set(record)
-    assert len(result["summary"]) == 12 and result["config"]["redshift_like"] is True
+    assert len(result["summary"]) == 12 and result["config"]["redshift_like"] == {"redshift": True}
+    assert {r["target"] for r in result["records"]} == {"redshift"}
     assert all(set(s["mean"]) == set(s["std"]) for s in result["summary"])
     best = [s for s in result["summary"] if s["modality"] == "spectrum" and s["label_fraction"] == 1.0]
     assert max(s["mean"]["r2"] for s in best) > 0.8
     markdown = (out / "report.md").read_text()
     assert "![calibration.png](calibration.png)" in markdown
-    assert "kNN on spectrum, chosen on val (seed 0): f=0.5: k=16, " in markdown
+    assert "kNN for redshift on spectrum, chosen on val (seed 0): f=0.5: k=16, " in markdown
     knn = [r for r in result["records"] if r["method"] == "knn"]
     assert all(r["chosen"]["k"] == 16 and "whiten" in r["chosen"] and r["chosen"]["power"] in probes.KNN_POWER_GRID
                for r in knn)
     assert result["config"]["knn_whiten"] == "auto" and result["config"]["knn_power"] == "auto"
+
+
+def test_several_targets_are_each_regressed_on_their_own_labels(tmp_path, capsys):
+    x, y = smooth_world(500, seed=10)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, np.abs(y), split_labels(500))  # mass = 2 |y|
+    out = tmp_path / "report"
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "redshift", "mass",
+                 "--method", "knn", "linear", "--label-fraction", "0.5", "1", "--seeds", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("redshift ") >= 4 and printed.count("mass ") >= 4  # a summary line per target
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["config"]["targets"] == ["redshift", "mass"]
+    assert result["config"]["redshift_like"] == {"redshift": True, "mass": False}
+    assert len(result["records"]) == 2 * 2 * 2 * 2  # targets x methods x fractions x seeds
+    records = {(r["target"], r["method"], r["label_fraction"], r["seed"]): r for r in result["records"]}
+    for (target, method, fraction, seed), mass in records.items():
+        if target != "mass":
+            continue
+        # kNN and ridge are linear in the labels, and val's choices do not change when they double: each
+        # target fitted on its own labels gives twice the predictions, the same R^2 and twice the RMSE
+        z = records["redshift", method, fraction, seed]
+        assert mass["r2"] == pytest.approx(z["r2"], abs=1e-9)
+        assert mass["rmse"] == pytest.approx(2 * z["rmse"], rel=1e-6)
+        choices = {key for key in z["chosen"] if not key.startswith("val_")}  # val_* scores are 4x
+        assert choices and {k: mass["chosen"][k] for k in choices} == {k: z["chosen"][k] for k in choices}
+    assert {(s["target"], s["method"], s["label_fraction"]) for s in result["summary"]} == {
+        (t, m, f) for t in ("redshift", "mass") for m in ("knn", "linear") for f in (0.5, 1.0)}
+    markdown = (out / "report.md").read_text()
+    assert "Regression of `redshift`, `mass`" in markdown and "| mass | spectrum | knn | 1 |" in markdown
+    assert "kNN for mass on spectrum, chosen on val" in markdown
+    assert (out / "pred_vs_true_spectrum.png").stat().st_size > 0
+
+
+def test_an_unknown_target_among_several_is_refused_before_any_fit(tmp_path, capsys):
+    x, y = smooth_world(100)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, split_labels(100))
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "redshift", "mystery",
+                 "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "no label 'mystery'" in err and "labels: redshift, mass" in err
+    # one line and no progress bar: the labels are all read before the first fit
+    assert err.startswith("astrofm regress: error:") and "\n" not in err.strip() and not (tmp_path / "r").exists()
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "redshift", "redshift",
+                 "--out", str(tmp_path / "r")]) == 1
+    assert "named more than once" in capsys.readouterr().err
 
 
 def test_gaussian_method_through_the_cli(tmp_path, capsys):
