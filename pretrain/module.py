@@ -79,7 +79,8 @@ class ContrastivePretrainer(pl.LightningModule):
             val_probe_label: a numeric label of the dataset (None: none) predicted in validation from each
                 modality's embeddings by leave-one-out kNN among the retrieval pool, logged as
                 val/knn_r2/<modality>: the science the embeddings are for, epoch by epoch. Skipped
-                where the val objects lack the label.
+                where the val objects lack the label. A trend: with a pool of 1,000 neighbours it reads
+                well below `astrofm regress` on the whole train split (0.89 against 0.985 for redshift).
             val_probe_k: neighbours of that kNN.
         """
         super().__init__()
