@@ -1,9 +1,9 @@
 """`astrofm quickstart --out DIR [--n N]`: the main job, end to end, on the built-in mock universe.
 
 Generates the observed survey and the simulated suites, pretrains the `tiny` recipe on the observed
-survey, embeds it, builds a similarity-search index, and runs the retrieval, redshift-regression and
-misspecification studies; prints a summary table and writes DIR/summary.json and DIR/report.md (which
-links every plot). The steps live in astrofm/cli/quickstart_steps.py.
+survey, embeds it, builds a similarity-search index, and runs the retrieval, regression (redshift,
+stellar mass, sSFR) and misspecification studies; prints a summary table and writes DIR/summary.json
+and DIR/report.md (which links every plot). The steps live in astrofm/cli/quickstart_steps.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "quickstart", help="run the main job end to end on the mock universe",
         description="Generate a mock survey and simulated suites, pretrain tiny encoders, embed, index, and "
-                    "report retrieval, redshift regression and the simulation-vs-observation study "
+                    "report retrieval, regression of redshift, stellar mass and sSFR, and the simulation-vs-observation study "
                     "(DIR/report.md). The default size takes about 10 minutes on 2 cores.")
     parser.add_argument("--out", required=True, help="output folder (created; must be empty or absent)")
     parser.add_argument("--n", type=int, default=DEFAULTS.n,
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     print("\n[4/6] cross-modal retrieval on the test split")
     retrieval = steps.retrieval(config, embeddings)
     lap("retrieval")
-    print("\n[5/6] redshift regression on frozen embeddings")
+    print("\n[5/6] redshift, stellar mass and sSFR regression on frozen embeddings")
     regression = steps.regression(config, embeddings)
     lap("regression")
     print("\n[6/6] simulation against observation: two-sample tests, model comparison, coverage")

@@ -24,15 +24,16 @@ def test_quickstart_runs_every_study_and_links_every_plot(tmp_path):
     assert set(summary["simulated"]) == {"sim_slight", "sim_moderate", "sim_strong", "control"}
     for pair in ("spectrum-photometry", "spectrum-image", "photometry-image"):
         assert 0.0 <= summary["test_retrieval"][pair]["top10"] <= 1.0
-    assert {(e["modality"], e["method"]) for e in summary["regression"]} == {
-        (m, p) for m in ("spectrum", "image") for p in ("knn", "mlp")}
+    assert {(e["target"], e["modality"], e["method"]) for e in summary["regression"]} == {
+        (t, m, p) for t in ("redshift", "log_stellar_mass", "log_ssfr") for m in ("spectrum", "image")
+        for p in ("knn", "mlp")}
     for name, suite in summary["misspec"]["suites"].items():
         assert 0.0 <= suite["auc"] <= 1.0 and 0.0 <= suite["p_value"] <= 1.0, name
     assert 0.0 <= summary["misspec"]["uncovered_fraction"] <= 1.0
     assert (out / "pretrain" / "model" / "model.safetensors").is_file()
     assert (out / "index" / "index.faiss").is_file()
     # The printed table and the report carry the same studies; every plot the report links exists.
-    for heading in ("retrieval (test)", "redshift (test)", "misspecification"):
+    for heading in ("retrieval (test)", "redshift (test)", "log_stellar_mass (test)", "misspecification"):
         assert heading in result.stdout
     report = (out / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
