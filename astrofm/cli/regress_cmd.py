@@ -13,8 +13,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "regress", help="regression probes on frozen embeddings (kNN, ridge, MLP) with conformal intervals",
         description="Fit on the train split (a seeded, nested label fraction of it), choose hyper-parameters "
                     "and calibrate split-conformal 68%/95% intervals on val, report on test: R^2, RMSE, "
-                    "bias, NMAD, outlier fraction, coverage. Writes REPORT_DIR/metrics.json, PNG plots and "
-                    "report.md.")
+                    "bias, NMAD, outlier fraction, coverage. Writes REPORT_DIR/metrics.json, PNG plots, "
+                    "report.md and predictions.parquet (predictions with intervals for the test objects and "
+                    "for every object without the label).")
     parser.add_argument("--embeddings", required=True, metavar="EMB_DIR", help="embedding folder (astrofm embed)")
     parser.add_argument("--modality", nargs="+", required=True, metavar="M",
                         help="modality name(s), or 'concat' (all modalities joined, objects having them all)")

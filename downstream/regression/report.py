@@ -16,7 +16,10 @@ scale s fitted on val (chosen["sigma_scale"]), so that val z-scores have unit va
 
 Output: REPORT_DIR/metrics.json {"config", "records": one per (target, modality, method, label_fraction,
 seed), "summary": mean and std over seeds}, pred_vs_true_{modality}.png (a row per target), calibration.png
-and metric_vs_fraction.png (a panel row per target), and report.md.
+and metric_vs_fraction.png (a panel row per target), report.md, and predictions.parquet: the catalogue
+of the probes fitted on the largest label fraction with seed 0, for the test objects (beside their
+truth) and every object whose target is missing (in any split), with 68% and 95% intervals (conformal,
+or for `gaussian` mean +- z sigma with sigma recalibrated on val).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from downstream.regression.metrics import coverage, gaussian_nll, is_redshift_li
 CONCAT = "concat"
 SPLITS = ("train", "val", "test")
 CURVE_LEVELS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+PREDICTIONS = "predictions.parquet"
 SUMMARY_KEYS = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95",
                 "width_68", "width_95", "nll", "coverage_68_recal", "coverage_95_recal", "nll_recal")
 
@@ -68,6 +72,7 @@ class Split:
     ids: list[str]
     x: np.ndarray  # (N, D) float32
     y: np.ndarray  # (N,) float64
+    splits: list[str] | None = None  # each row's split where the rows mix them (unlabelled rows)
 
 
 def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -115,6 +120,12 @@ class ModalityRows:
             out[name] = Split([self.ids[i] for i in keep], self.x[keep], y[keep])
         return out
 
+    def unlabelled(self, target: str) -> Split:
+        """Rows of any split whose `target` is NaN or null (y NaN): what a catalogue is predicted for."""
+        y = label_values(self.labels, target, f"{self.path} ({self.label_source})")[self.rows]
+        keep = np.flatnonzero(~np.isfinite(y))
+        return Split([self.ids[i] for i in keep], self.x[keep], y[keep], self.split[keep].tolist())
+
 
 def load_modality(store: EmbeddingStore, modality: str) -> ModalityRows:
     """A modality's embeddings; `concat` joins all the store's modalities on object id."""
@@ -140,8 +151,10 @@ def load_splits(store: EmbeddingStore, modality: str, target: str) -> dict[str, 
 
 
 def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float, seed: int,
-             config: RegressionConfig, redshift_like: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Fit one probe on a label subset of train, calibrate on val, measure on test."""
+             config: RegressionConfig, redshift_like: bool,
+             unlabelled: Split | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit one probe on a label subset of train, calibrate on val, measure on test. With `unlabelled`,
+    the arrays also hold arrays["catalogue"]: predictions and intervals for the test rows and those."""
     subset = label_subset(len(train.y), fraction, seed)
     probe = probes.PROBES[method](train.x[subset], train.y[subset], val.x, val.y, k=config.k,
                                   whiten=config.knn_whiten, power=config.knn_power, seed=seed)
@@ -156,15 +169,42 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
                        sigma_intervals(test.y, p_test, sigma * probe.chosen["sigma_scale"]).items()})
         curves = [[coverage(test.y, p_test - normal_z(a) * s, p_test + normal_z(a) * s) for a in CURVE_LEVELS]
                   for s in (sigma, sigma * probe.chosen["sigma_scale"])]
-        return record, {"y": test.y, "p": p_test, "sigma": sigma, "curve": np.array(curves[0]),
-                        "curve_recal": np.array(curves[1])}
+        arrays = {"y": test.y, "p": p_test, "sigma": sigma, "curve": np.array(curves[0]),
+                  "curve_recal": np.array(curves[1])}
+        if unlabelled is not None:
+            # the catalogue's sigma is the recalibrated one: val z-scores of unit variance
+            arrays["catalogue"] = catalogue(probe, test, unlabelled, lambda x: probe.chosen["sigma_scale"]
+                                            * probe.predict_sigma(x), None)
+        return record, arrays
     half = conformal.calibrate(val.y, probe.predict(val.x), levels=conformal.LEVELS + CURVE_LEVELS)
     for level in conformal.LEVELS:
         tag = int(round(level * 100))
         record[f"coverage_{tag}"] = coverage(test.y, *conformal.intervals(p_test, half[level]))
         record[f"width_{tag}"] = 2 * half[level]
     curve = [coverage(test.y, *conformal.intervals(p_test, half[level])) for level in CURVE_LEVELS]
-    return record, {"y": test.y, "p": p_test, "curve": np.array(curve)}
+    arrays = {"y": test.y, "p": p_test, "curve": np.array(curve)}
+    if unlabelled is not None:
+        arrays["catalogue"] = catalogue(probe, test, unlabelled, None, half)
+    return record, arrays
+
+
+def catalogue(probe, test: Split, unlabelled: Split, sigma_of, half: dict[float, float] | None) -> dict[str, list]:
+    """Columns of predictions.parquet for one probe: the test rows (with their truth) and the unlabelled
+    rows (truth null); intervals mean +- z sigma where `sigma_of` is given, else the conformal `half`."""
+    x = np.concatenate([test.x, unlabelled.x])
+    predicted = probe.predict(x) if len(x) else np.zeros(0)
+    columns: dict[str, list] = {
+        "id": test.ids + unlabelled.ids,
+        "split": ["test"] * len(test.ids) + (unlabelled.splits or []),
+        "true": [float(v) for v in test.y] + [None] * len(unlabelled.ids),
+        "predicted": predicted.tolist(),
+        "sigma": sigma_of(x).tolist() if sigma_of is not None and len(x) else [None] * len(x)}
+    for level in conformal.LEVELS:
+        tag = int(round(level * 100))
+        width = normal_z(level) * np.asarray(columns["sigma"], dtype=np.float64) if sigma_of else half[level]
+        columns[f"lower_{tag}"] = (predicted - width).tolist()
+        columns[f"upper_{tag}"] = (predicted + width).tolist()
+    return columns
 
 
 def sigma_intervals(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
@@ -209,6 +249,8 @@ def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[st
     embeddings = {modality: load_modality(store, modality) for modality in config.modalities}
     data = {(target, modality): rows.splits(target) for target in config.targets
             for modality, rows in embeddings.items()}
+    unlabelled = {(target, modality): rows.unlabelled(target) for target in config.targets
+                  for modality, rows in embeddings.items()}
     records, shown = [], {}
     fractions = sorted(set(config.label_fractions))
     fits = [(target, modality, method, fraction, seed) for target, modality in data for method in config.methods
@@ -217,16 +259,36 @@ def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[st
     for target, modality, method, fraction, seed in bar:
         bar.set_postfix_str(f"{target} {modality} {method} f={fraction:g} seed {seed}")
         splits = data[target, modality]
+        shows = fraction == fractions[-1] and seed == 0  # plotted, and the predictions catalogue
         record, arrays = evaluate(splits["train"], splits["val"], splits["test"], method, fraction, seed, config,
-                                  redshift_like[target])
+                                  redshift_like[target], unlabelled[target, modality] if shows else None)
         records.append({"target": target, "modality": modality, **record})
-        if fraction == fractions[-1] and seed == 0:
+        if shows:
             shown.setdefault(target, {}).setdefault(modality, {})[method] = arrays
     bar.close()
     settings = {**asdict(config), "redshift_like": redshift_like, "label_fractions": fractions,
                 "curve_levels": list(CURVE_LEVELS), "model_sha256": store.model_sha256}
     settings.pop("progress")  # how the run was shown is not a result
     return {"config": settings, "records": records, "summary": _summary(records)}, shown
+
+
+def write_predictions(path: Path, shown: dict[str, dict[str, dict[str, dict]]], fraction: float) -> None:
+    """predictions.parquet: one row per object, target, modality and method, from the probes fitted on the
+    largest label fraction with seed 0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    for target, by_modality in shown.items():
+        for modality, by_method in by_modality.items():
+            for method, arrays in by_method.items():
+                columns = arrays["catalogue"]
+                n = len(columns["id"])
+                parts.append(pa.table({"target": [target] * n, "modality": [modality] * n, "method": [method] * n,
+                                       "label_fraction": [fraction] * n, "seed": [0] * n,
+                                       **{k: pa.array(v, pa.string() if k in ("id", "split") else pa.float64())
+                                          for k, v in columns.items()}}))
+    pq.write_table(pa.concat_tables(parts), path)
 
 
 def write_report(config: RegressionConfig) -> Path:
@@ -238,6 +300,7 @@ def write_report(config: RegressionConfig) -> Path:
     with staged_folder(out) as staging:
         write_metrics(staging, metrics)
         fraction = metrics["config"]["label_fractions"][-1]
+        write_predictions(staging / PREDICTIONS, shown, fraction)
         modalities = list(next(iter(shown.values())))
         images = [plots.pred_vs_true(staging, m, {t: shown[t][m] for t in shown}, fraction) for m in modalities]
         images.append(plots.calibration(staging, shown, metrics["config"]["curve_levels"]))

@@ -248,7 +248,7 @@ def test_report_folder_through_the_cli(tmp_path, capsys):
     assert "regress" in printed.err and "24/24" in printed.err  # the bar over modalities x methods x fractions x seeds
     assert sorted(p.name for p in out.iterdir()) == [
         "calibration.png", "metric_vs_fraction.png", "metrics.json", "pred_vs_true_concat.png",
-        "pred_vs_true_spectrum.png", "report.md"]
+        "pred_vs_true_spectrum.png", "predictions.parquet", "report.md"]
     result = json.loads((out / "metrics.json").read_text())
     assert len(result["records"]) == 2 * 3 * 2 * 2  # modalities x methods x fractions x seeds
     for record in result["records"]:
@@ -266,6 +266,43 @@ def test_report_folder_through_the_cli(tmp_path, capsys):
     assert all(r["chosen"]["k"] == 16 and "whiten" in r["chosen"] and r["chosen"]["power"] in probes.KNN_POWER_GRID
                for r in knn)
     assert result["config"]["knn_whiten"] == "auto" and result["config"]["knn_power"] == "auto"
+
+
+def test_predictions_catalogue_holds_test_and_unlabelled_objects_with_their_intervals(tmp_path):
+    x, y = smooth_world(600, seed=11)
+    y = y.copy()
+    y[::5] = np.nan  # objects without the label: the catalogue predicts them
+    splits = split_labels(600, seed=1)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, splits)
+    out = report.write_report(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), targets=["redshift"],
+                                               methods=["knn", "linear", "gaussian"], label_fractions=[0.5, 1.0],
+                                               seeds=2, progress=False))
+    table = pq.read_table(out / "predictions.parquet").to_pylist()
+    records = json.loads((out / "metrics.json").read_text())["records"]
+    unlabelled = {f"o{i:05d}" for i in range(0, 600, 5)}
+    labelled_test = {f"o{i:05d}" for i, s in enumerate(splits) if s == "test" and i % 5}
+    for method in ("knn", "linear", "gaussian"):
+        rows = [r for r in table if r["method"] == method]
+        # the test objects and the unlabelled ones, each once; no train or val object with a label
+        assert sorted(r["id"] for r in rows) == sorted(unlabelled | labelled_test)
+        assert all(r["label_fraction"] == 1.0 and r["seed"] == 0 and r["target"] == "redshift" for r in rows)
+        assert all((r["true"] is None) == (r["id"] in unlabelled) for r in rows)
+        assert {r["split"] for r in rows if r["id"] in unlabelled} == {"train", "val", "test"}
+        test = [r for r in rows if r["true"] is not None]
+        record, = (r for r in records if r["method"] == method and r["label_fraction"] == 1.0 and r["seed"] == 0)
+        covered = np.mean([r["lower_68"] <= r["true"] <= r["upper_68"] for r in test])
+        widths = np.array([r["upper_95"] - r["lower_95"] for r in rows])
+        if method == "gaussian":  # mean +- z sigma, sigma recalibrated on val: the *_recal coverage
+            assert covered == pytest.approx(record["coverage_68_recal"])
+            assert all(r["sigma"] > 0 for r in rows) and widths.std() > 0
+            assert all(r["upper_68"] - r["lower_68"] == pytest.approx(2 * metrics.normal_z(0.68) * r["sigma"])
+                       for r in rows)
+        else:  # conformal: the fixed width calibrated on val
+            assert covered == pytest.approx(record["coverage_68"])
+            assert all(r["sigma"] is None for r in rows)
+            np.testing.assert_allclose(widths, record["width_95"])
+        truth = {f"o{i:05d}": y[i] for i in range(600)}
+        assert all(r["true"] == pytest.approx(truth[r["id"]]) for r in test)
 
 
 def test_several_targets_are_each_regressed_on_their_own_labels(tmp_path, capsys):
