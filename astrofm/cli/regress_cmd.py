@@ -41,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "from 1 2 4, jointly with k and the whitening (default: auto)")
     parser.add_argument("--redshift-like", choices=["auto", "yes", "no"], default="auto",
                         help="dz/(1+z) residuals for bias/NMAD/outliers (default: auto, from the target name)")
+    parser.add_argument("--predict", nargs="+", default=[], metavar="EMB_DIR",
+                        help="other embedding folders of the same model whose objects predictions.parquet "
+                             "also predicts (e.g. a survey without redshifts)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     config = RegressionConfig(embeddings=args.embeddings, out=args.out, targets=list(args.target),
                               modalities=list(args.modality), methods=list(args.method),
                               label_fractions=list(args.label_fraction), seeds=args.seeds, k=args.k,
-                              knn_whiten=args.knn_whiten, knn_power=args.knn_power,
+                              knn_whiten=args.knn_whiten, knn_power=args.knn_power, predict=list(args.predict),
                               redshift_like={"auto": None, "yes": True, "no": False}[args.redshift_like],
                               overwrite=args.overwrite, progress=not args.no_progress)
     out = write_report(config)

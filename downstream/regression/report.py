@@ -18,7 +18,8 @@ Output: REPORT_DIR/metrics.json {"config", "records": one per (target, modality,
 seed), "summary": mean and std over seeds}, pred_vs_true_{modality}.png (a row per target), calibration.png
 and metric_vs_fraction.png (a panel row per target), report.md, and predictions.parquet: the catalogue
 of the probes fitted on the largest label fraction with seed 0, for the test objects (beside their
-truth) and every object whose target is missing (in any split), with 68% and 95% intervals (conformal,
+truth), every object whose target is missing (in any split) and every object of the `predict` stores,
+with 68% and 95% intervals (conformal,
 or for `gaussian` mean +- z sigma with sigma recalibrated on val).
 """
 
@@ -63,6 +64,9 @@ class RegressionConfig:
     # the exponent p of the kNN's weights 1/d^p, or "auto": chosen on val from probes.KNN_POWER_GRID
     knn_power: float | str = "auto"
     redshift_like: bool | None = None  # dz/(1+z) residuals for every target; None: decided from each one's name
+    # other embedding folders (made by the same model) whose objects predictions.parquet also predicts,
+    # e.g. a photometric survey without redshifts; their labels, where they have them, stand beside
+    predict: list[str] = field(default_factory=list)
     overwrite: bool = False
     progress: bool = True  # a bar over the fits (modality x method x fraction x seed) on stderr
 
@@ -126,13 +130,21 @@ class ModalityRows:
         keep = np.flatnonzero(~np.isfinite(y))
         return Split([self.ids[i] for i in keep], self.x[keep], y[keep], self.split[keep].tolist())
 
+    def everything(self, target: str) -> Split:
+        """Every row, with `target` where this store has it (NaN elsewhere): another store's catalogue rows."""
+        if target in self.labels.column_names:
+            y = label_values(self.labels, target, f"{self.path} ({self.label_source})")[self.rows]
+        else:
+            y = np.full(len(self.ids), np.nan)
+        return Split(list(self.ids), self.x, y, self.split.tolist())
 
-def load_modality(store: EmbeddingStore, modality: str) -> ModalityRows:
-    """A modality's embeddings; `concat` joins all the store's modalities on object id."""
+
+def load_modality(store: EmbeddingStore, modality: str, splits: tuple[str, ...] | None = SPLITS) -> ModalityRows:
+    """A modality's embeddings (of `splits`, None: all); `concat` joins all the store's modalities on object id."""
     names = store.modalities if modality == CONCAT else [modality]
     if modality == CONCAT and not names:
         raise ValueError(f"{store.path}: no modalities to concatenate")
-    tables = [store.read(name, splits=list(SPLITS)) for name in names]
+    tables = [store.read(name, splits=None if splits is None else list(splits)) for name in names]
     ids = tables[0].column("id").to_pylist()
     common = set(ids).intersection(*(t.column("id").to_pylist() for t in tables[1:]))
     rows = [i for i, oid in enumerate(ids) if oid in common]
@@ -152,9 +164,10 @@ def load_splits(store: EmbeddingStore, modality: str, target: str) -> dict[str, 
 
 def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float, seed: int,
              config: RegressionConfig, redshift_like: bool,
-             unlabelled: Split | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fit one probe on a label subset of train, calibrate on val, measure on test. With `unlabelled`,
-    the arrays also hold arrays["catalogue"]: predictions and intervals for the test rows and those."""
+             predict_for: list[tuple[str, Split]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit one probe on a label subset of train, calibrate on val, measure on test. With `predict_for`
+    ((embedding folder, rows) pairs), the arrays also hold arrays["catalogue"]: predictions.parquet's
+    columns for those rows."""
     subset = label_subset(len(train.y), fraction, seed)
     probe = probes.PROBES[method](train.x[subset], train.y[subset], val.x, val.y, k=config.k,
                                   whiten=config.knn_whiten, power=config.knn_power, seed=seed)
@@ -171,9 +184,9 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
                   for s in (sigma, sigma * probe.chosen["sigma_scale"])]
         arrays = {"y": test.y, "p": p_test, "sigma": sigma, "curve": np.array(curves[0]),
                   "curve_recal": np.array(curves[1])}
-        if unlabelled is not None:
+        if predict_for is not None:
             # the catalogue's sigma is the recalibrated one: val z-scores of unit variance
-            arrays["catalogue"] = catalogue(probe, test, unlabelled, lambda x: probe.chosen["sigma_scale"]
+            arrays["catalogue"] = catalogue(probe, predict_for, lambda x: probe.chosen["sigma_scale"]
                                             * probe.predict_sigma(x), None)
         return record, arrays
     half = conformal.calibrate(val.y, probe.predict(val.x), levels=conformal.LEVELS + CURVE_LEVELS)
@@ -183,20 +196,23 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
         record[f"width_{tag}"] = 2 * half[level]
     curve = [coverage(test.y, *conformal.intervals(p_test, half[level])) for level in CURVE_LEVELS]
     arrays = {"y": test.y, "p": p_test, "curve": np.array(curve)}
-    if unlabelled is not None:
-        arrays["catalogue"] = catalogue(probe, test, unlabelled, None, half)
+    if predict_for is not None:
+        arrays["catalogue"] = catalogue(probe, predict_for, None, half)
     return record, arrays
 
 
-def catalogue(probe, test: Split, unlabelled: Split, sigma_of, half: dict[float, float] | None) -> dict[str, list]:
-    """Columns of predictions.parquet for one probe: the test rows (with their truth) and the unlabelled
-    rows (truth null); intervals mean +- z sigma where `sigma_of` is given, else the conformal `half`."""
-    x = np.concatenate([test.x, unlabelled.x])
+def catalogue(probe, parts: list[tuple[str, Split]], sigma_of, half: dict[float, float] | None) -> dict[str, list]:
+    """Columns of predictions.parquet for one probe and the rows of `parts` ((embedding folder, rows);
+    rows without a split list are test rows), truth null where NaN; intervals mean +- z sigma where
+    `sigma_of` is given, else the conformal `half`."""
+    x = np.concatenate([rows.x for _, rows in parts])
+    y = np.concatenate([rows.y for _, rows in parts])
     predicted = probe.predict(x) if len(x) else np.zeros(0)
     columns: dict[str, list] = {
-        "id": test.ids + unlabelled.ids,
-        "split": ["test"] * len(test.ids) + (unlabelled.splits or []),
-        "true": [float(v) for v in test.y] + [None] * len(unlabelled.ids),
+        "embeddings": [source for source, rows in parts for _ in rows.ids],
+        "id": [oid for _, rows in parts for oid in rows.ids],
+        "split": [name for _, rows in parts for name in (rows.splits or ["test"] * len(rows.ids))],
+        "true": [float(v) if np.isfinite(v) else None for v in y],
         "predicted": predicted.tolist(),
         "sigma": sigma_of(x).tolist() if sigma_of is not None and len(x) else [None] * len(x)}
     for level in conformal.LEVELS:
@@ -238,6 +254,17 @@ def _check(config: RegressionConfig) -> None:
         raise ValueError(f"target(s) {repeated} named more than once")
 
 
+def open_same_model(path: str, store: EmbeddingStore) -> EmbeddingStore:
+    """Another embedding store to predict for; refused unless the same model (and dimension) made it."""
+    other = EmbeddingStore.open(path)
+    if other.model_sha256 != store.model_sha256 or other.dimension != store.dimension:
+        def model(s: EmbeddingStore) -> str:
+            return f"model {(s.model_sha256 or 'unrecorded')[:12]}, dimension {s.dimension}"
+        raise ValueError(f"{other.path}: embedded by {model(other)}, but {store.path} by {model(store)}; "
+                         f"--predict needs embeddings of one model")
+    return other
+
+
 def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[str, dict]]]:
     """metrics.json content, and for plots target -> modality -> method -> test predictions and coverage
     curve of the largest label fraction, seed 0."""
@@ -249,8 +276,18 @@ def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[st
     embeddings = {modality: load_modality(store, modality) for modality in config.modalities}
     data = {(target, modality): rows.splits(target) for target in config.targets
             for modality, rows in embeddings.items()}
-    unlabelled = {(target, modality): rows.unlabelled(target) for target in config.targets
-                  for modality, rows in embeddings.items()}
+    others = [open_same_model(path, store) for path in config.predict]
+    for other in others:
+        if CONCAT in config.modalities and other.modalities != store.modalities:
+            raise ValueError(f"{other.path}: modalities {other.modalities}, but {store.path} has "
+                             f"{store.modalities}; concat predictions need the same ones")
+    other_rows = [(str(other.path), {m: load_modality(other, m, splits=None) for m in config.modalities})
+                  for other in others]
+    # what predictions.parquet predicts: this store's test and unlabelled rows, then every other store's
+    predict_for = {(target, modality): [(str(store.path), data[target, modality]["test"]),
+                                        (str(store.path), rows.unlabelled(target))]
+                   + [(path, loaded[modality].everything(target)) for path, loaded in other_rows]
+                   for target in config.targets for modality, rows in embeddings.items()}
     records, shown = [], {}
     fractions = sorted(set(config.label_fractions))
     fits = [(target, modality, method, fraction, seed) for target, modality in data for method in config.methods
@@ -261,7 +298,7 @@ def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[st
         splits = data[target, modality]
         shows = fraction == fractions[-1] and seed == 0  # plotted, and the predictions catalogue
         record, arrays = evaluate(splits["train"], splits["val"], splits["test"], method, fraction, seed, config,
-                                  redshift_like[target], unlabelled[target, modality] if shows else None)
+                                  redshift_like[target], predict_for[target, modality] if shows else None)
         records.append({"target": target, "modality": modality, **record})
         if shows:
             shown.setdefault(target, {}).setdefault(modality, {})[method] = arrays
@@ -286,7 +323,8 @@ def write_predictions(path: Path, shown: dict[str, dict[str, dict[str, dict]]], 
                 n = len(columns["id"])
                 parts.append(pa.table({"target": [target] * n, "modality": [modality] * n, "method": [method] * n,
                                        "label_fraction": [fraction] * n, "seed": [0] * n,
-                                       **{k: pa.array(v, pa.string() if k in ("id", "split") else pa.float64())
+                                       **{k: pa.array(v, pa.string() if k in ("embeddings", "id", "split")
+                                                      else pa.float64())
                                           for k, v in columns.items()}}))
     pq.write_table(pa.concat_tables(parts), path)
 

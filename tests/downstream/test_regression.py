@@ -305,6 +305,34 @@ def test_predictions_catalogue_holds_test_and_unlabelled_objects_with_their_inte
         assert all(r["true"] == pytest.approx(truth[r["id"]]) for r in test)
 
 
+def test_predict_for_another_store_of_the_same_model(tmp_path, capsys):
+    x, y = smooth_world(800, seed=12)
+    emb = write_store(tmp_path / "emb", {"spectrum": x[:500]}, y[:500], split_labels(500))
+    ids = [f"p{i:05d}" for i in range(300)]
+    survey = write_store(tmp_path / "survey", {"spectrum": x[500:]}, y[500:], ["train"] * 300, ids={"spectrum": ids})
+    out = tmp_path / "r"
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "redshift",
+                 "--method", "knn", "--label-fraction", "1", "--seeds", "1", "--predict", str(survey),
+                 "--out", str(out), "--no-progress"]) == 0
+    rows = [r for r in pq.read_table(out / "predictions.parquet").to_pylist() if r["embeddings"] == str(survey)]
+    assert sorted(r["id"] for r in rows) == ids  # every object of the other store, whatever its split
+    truth = np.array([r["true"] for r in rows])
+    predicted = np.array([r["predicted"] for r in rows])
+    np.testing.assert_allclose(truth, y[500:][[int(r["id"][1:]) for r in rows]])
+    assert metrics.r2(truth, predicted) > 0.8  # the probe fitted on the first store carries over
+    # another model's embeddings, or another dimension, are refused before anything is written
+    other = write_store(tmp_path / "other", {"spectrum": x[500:, :4]}, y[500:], ["train"] * 300)
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "redshift",
+                 "--predict", str(other), "--out", str(tmp_path / "r2")]) == 1
+    err = capsys.readouterr().err
+    assert "dimension 4" in err and "one model" in err and not (tmp_path / "r2").exists()
+    manifest = json.loads((survey / "manifest.json").read_text())
+    (survey / "manifest.json").write_text(json.dumps({**manifest, "model": {"sha256": "ab" * 32}}))
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "redshift",
+                 "--predict", str(survey), "--out", str(tmp_path / "r2")]) == 1
+    assert "model abababababab" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
 def test_several_targets_are_each_regressed_on_their_own_labels(tmp_path, capsys):
     x, y = smooth_world(500, seed=10)
     emb = write_store(tmp_path / "emb", {"spectrum": x}, np.abs(y), split_labels(500))  # mass = 2 |y|
