@@ -19,8 +19,7 @@ seed), "summary": mean and std over seeds}, pred_vs_true_{modality}.png (a row p
 and metric_vs_fraction.png (a panel row per target), report.md, and predictions.parquet: the catalogue
 of the probes fitted on the largest label fraction with seed 0, for the test objects (beside their
 truth), every object whose target is missing (in any split) and every object of the `predict` stores,
-with 68% and 95% intervals (conformal,
-or for `gaussian` mean +- z sigma with sigma recalibrated on val).
+with 68% and 95% intervals (conformal, or for `gaussian` mean +- z sigma with sigma recalibrated on val).
 """
 
 from __future__ import annotations
