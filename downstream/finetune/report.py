@@ -10,7 +10,8 @@ Protocol, for one modality M and one target:
 
 Output: REPORT_DIR/metrics.json {"config", "data", "records": one per (method, label_fraction, seed),
 "summary": mean and std over seeds}, label_subsets.json (the train ids each (fraction, seed) used),
-r2_vs_fraction.png, pred_vs_true.png and report.md.
+r2_vs_fraction.png, pred_vs_true.png, report.md, and predictions.parquet: every method's test-split
+predictions (largest label fraction, seed 0) beside the truth, one row per object and method.
 """
 
 from __future__ import annotations
@@ -127,11 +128,24 @@ def compute(config: FinetuneConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     subset_ids = {f"{f:g}": {str(s): [train.ids[i] for i in subsets[(f, s)]] for s in range(config.seeds)}
                   for f in fractions}
     metrics = {"config": settings, "data": data, "records": records, "summary": summarise(records)}
-    return metrics, {"y": test.y, "predictions": shown, "subset_ids": subset_ids}
+    return metrics, {"ids": list(test.ids), "y": test.y, "predictions": shown, "subset_ids": subset_ids}
 
 
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summarise_over_seeds(records, ("method", "label_fraction"), SUMMARY_KEYS)
+
+
+def write_predictions(path: Path, config: FinetuneConfig, shown: dict[str, Any], fraction: float) -> None:
+    """predictions.parquet, the columns of `astrofm regress`'s (without intervals: these are point fits)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(shown["ids"])
+    parts = [pa.table({"target": [config.target] * n, "modality": [config.modality] * n, "method": [method] * n,
+                       "label_fraction": [fraction] * n, "seed": [0] * n, "id": shown["ids"], "split": ["test"] * n,
+                       "true": np.asarray(shown["y"], np.float64), "predicted": np.asarray(predicted, np.float64)})
+             for method, predicted in shown["predictions"].items()]
+    pq.write_table(pa.concat_tables(parts), path)
 
 
 def write_report(config: FinetuneConfig) -> Path:
@@ -143,6 +157,7 @@ def write_report(config: FinetuneConfig) -> Path:
     with staged_folder(out) as staging:
         write_metrics(staging, metrics)
         (staging / "label_subsets.json").write_text(json.dumps(shown["subset_ids"]) + "\n")
+        write_predictions(staging / "predictions.parquet", config, shown, metrics["config"]["label_fractions"][-1])
         images = [plots.r2_vs_fraction(staging, metrics["summary"], config.modality, config.target),
                   plots.pred_vs_true(staging, shown["y"], shown["predictions"], config.target,
                                      metrics["config"]["label_fractions"][-1])]

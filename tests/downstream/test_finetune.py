@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -20,6 +21,7 @@ from downstream.finetune import train as training
 from downstream.finetune.data import load_rows
 from downstream.finetune.model import build_regressor
 from downstream.regression import probes
+from downstream.regression.metrics import r2
 from tests.downstream.finetune_helpers import build_dataset, build_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,7 +182,7 @@ def test_report_folder_through_the_cli(world, tmp_path, capsys):
                  "--head-epochs", "2", "--no-progress"]) == 0
     assert "report written" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["label_subsets.json", "metrics.json", "pred_vs_true.png",
-                                                     "r2_vs_fraction.png", "report.md"]
+                                                     "predictions.parquet", "r2_vs_fraction.png", "report.md"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["epochs"] == 2 and metrics["config"]["lr_encoder"] == 1e-4  # flag over recipe
     assert metrics["config"]["label_fractions"] == [0.5, 1.0] and metrics["config"]["redshift_like"] is True
@@ -203,6 +205,15 @@ def test_report_folder_through_the_cli(world, tmp_path, capsys):
     assert all(not set(ids) & test_ids for seeds in subsets.values() for ids in seeds.values())
     text = (out / "report.md").read_text()
     assert "![r2_vs_fraction.png](r2_vs_fraction.png)" in text and "| finetune | 0.5 |" in text
+    # predictions.parquet: each method's test predictions from the largest fraction, seed 0, whose R^2 is the record's
+    predictions = pq.read_table(out / "predictions.parquet").to_pylist()
+    for method in ("finetune", "scratch", "probe"):
+        rows = [r for r in predictions if r["method"] == method]
+        assert {r["id"] for r in rows} == split_ids(world["data"], "test", with_spectrum=True)
+        assert all(r["split"] == "test" and r["label_fraction"] == 1.0 and r["seed"] == 0 for r in rows)
+        record, = (r for r in records if (r["method"], r["label_fraction"], r["seed"]) == (method, 1.0, 0))
+        y, p = np.array([r["true"] for r in rows]), np.array([r["predicted"] for r in rows])
+        assert r2(y, p) == pytest.approx(record["r2"])
 
 
 @pytest.mark.parametrize("change, message", [
