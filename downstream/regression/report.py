@@ -67,7 +67,7 @@ class RegressionConfig:
     # e.g. a photometric survey without redshifts; their labels, where they have them, stand beside
     predict: list[str] = field(default_factory=list)
     overwrite: bool = False
-    progress: bool = True  # a bar over the fits (modality x method x fraction x seed) on stderr
+    progress: bool = True  # a bar over the fits (target x modality x method x fraction x seed) on stderr
 
 
 @dataclass
@@ -111,9 +111,15 @@ class ModalityRows:
     labels: Any  # the pyarrow table the rows' labels are read from
     rows: list[int]  # rows of `labels` in the order of ids
 
+    def values(self, target: str, missing_ok: bool = False) -> np.ndarray:
+        """(N,) the rows' `target`, NaN where null; a missing label raises, or is all NaN with missing_ok."""
+        if missing_ok and target not in self.labels.column_names:
+            return np.full(len(self.ids), np.nan)
+        return label_values(self.labels, target, f"{self.path} ({self.label_source})")[self.rows]
+
     def splits(self, target: str) -> dict[str, Split]:
         """split -> rows with a finite `target`; a split with fewer than 2 such rows raises."""
-        y = label_values(self.labels, target, f"{self.path} ({self.label_source})")[self.rows]
+        y = self.values(target)
         out = {}
         for name in SPLITS:
             keep = np.flatnonzero((self.split == name) & np.isfinite(y))
@@ -125,17 +131,13 @@ class ModalityRows:
 
     def unlabelled(self, target: str) -> Split:
         """Rows of any split whose `target` is NaN or null (y NaN): what a catalogue is predicted for."""
-        y = label_values(self.labels, target, f"{self.path} ({self.label_source})")[self.rows]
+        y = self.values(target)
         keep = np.flatnonzero(~np.isfinite(y))
         return Split([self.ids[i] for i in keep], self.x[keep], y[keep], self.split[keep].tolist())
 
     def everything(self, target: str) -> Split:
         """Every row, with `target` where this store has it (NaN elsewhere): another store's catalogue rows."""
-        if target in self.labels.column_names:
-            y = label_values(self.labels, target, f"{self.path} ({self.label_source})")[self.rows]
-        else:
-            y = np.full(len(self.ids), np.nan)
-        return Split(list(self.ids), self.x, y, self.split.tolist())
+        return Split(list(self.ids), self.x, self.values(target, missing_ok=True), self.split.tolist())
 
 
 def load_modality(store: EmbeddingStore, modality: str, splits: tuple[str, ...] | None = SPLITS) -> ModalityRows:
@@ -207,16 +209,17 @@ def catalogue(probe, parts: list[tuple[str, Split]], sigma_of, half: dict[float,
     x = np.concatenate([rows.x for _, rows in parts])
     y = np.concatenate([rows.y for _, rows in parts])
     predicted = probe.predict(x) if len(x) else np.zeros(0)
+    sigma = None if sigma_of is None else sigma_of(x) if len(x) else np.zeros(0)
     columns: dict[str, list] = {
         "embeddings": [source for source, rows in parts for _ in rows.ids],
         "id": [oid for _, rows in parts for oid in rows.ids],
         "split": [name for _, rows in parts for name in (rows.splits or ["test"] * len(rows.ids))],
         "true": [float(v) if np.isfinite(v) else None for v in y],
         "predicted": predicted.tolist(),
-        "sigma": sigma_of(x).tolist() if sigma_of is not None and len(x) else [None] * len(x)}
+        "sigma": sigma.tolist() if sigma is not None else [None] * len(x)}
     for level in conformal.LEVELS:
         tag = int(round(level * 100))
-        width = normal_z(level) * np.asarray(columns["sigma"], dtype=np.float64) if sigma_of else half[level]
+        width = normal_z(level) * sigma if sigma is not None else half[level]
         columns[f"lower_{tag}"] = (predicted - width).tolist()
         columns[f"upper_{tag}"] = (predicted + width).tolist()
     return columns
@@ -264,6 +267,23 @@ def open_same_model(path: str, store: EmbeddingStore) -> EmbeddingStore:
     return other
 
 
+def catalogue_rows(config: RegressionConfig, store: EmbeddingStore, embeddings: dict[str, ModalityRows],
+                   data: dict[tuple[str, str], dict[str, Split]]) -> dict[tuple[str, str], list[tuple[str, Split]]]:
+    """(target, modality) -> what predictions.parquet predicts: this store's test rows and rows without the
+    target, then every row of each `config.predict` store."""
+    others = [open_same_model(path, store) for path in config.predict]
+    for other in others:
+        if CONCAT in config.modalities and other.modalities != store.modalities:
+            raise ValueError(f"{other.path}: modalities {other.modalities}, but {store.path} has "
+                             f"{store.modalities}; concat predictions need the same ones")
+    other_rows = [(str(other.path), {m: load_modality(other, m, splits=None) for m in config.modalities})
+                  for other in others]
+    return {(target, modality): [(str(store.path), data[target, modality]["test"]),
+                                 (str(store.path), rows.unlabelled(target))]
+            + [(path, loaded[modality].everything(target)) for path, loaded in other_rows]
+            for target in config.targets for modality, rows in embeddings.items()}
+
+
 def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[str, dict]]]:
     """metrics.json content, and for plots target -> modality -> method -> test predictions and coverage
     curve of the largest label fraction, seed 0."""
@@ -275,18 +295,7 @@ def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[st
     embeddings = {modality: load_modality(store, modality) for modality in config.modalities}
     data = {(target, modality): rows.splits(target) for target in config.targets
             for modality, rows in embeddings.items()}
-    others = [open_same_model(path, store) for path in config.predict]
-    for other in others:
-        if CONCAT in config.modalities and other.modalities != store.modalities:
-            raise ValueError(f"{other.path}: modalities {other.modalities}, but {store.path} has "
-                             f"{store.modalities}; concat predictions need the same ones")
-    other_rows = [(str(other.path), {m: load_modality(other, m, splits=None) for m in config.modalities})
-                  for other in others]
-    # what predictions.parquet predicts: this store's test and unlabelled rows, then every other store's
-    predict_for = {(target, modality): [(str(store.path), data[target, modality]["test"]),
-                                        (str(store.path), rows.unlabelled(target))]
-                   + [(path, loaded[modality].everything(target)) for path, loaded in other_rows]
-                   for target in config.targets for modality, rows in embeddings.items()}
+    predict_for = catalogue_rows(config, store, embeddings, data)
     records, shown = [], {}
     fractions = sorted(set(config.label_fractions))
     fits = [(target, modality, method, fraction, seed) for target, modality in data for method in config.methods
