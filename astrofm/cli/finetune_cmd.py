@@ -13,7 +13,7 @@ FLAGS = {"modality": "modality", "target": "target", "label_fraction": "label_fr
          "method": "methods", "epochs": "epochs", "patience": "patience", "max_steps": "max_steps",
          "batch_size": "batch_size", "lr_encoder": "lr_encoder", "lr_head": "lr_head", "lr_scratch": "lr_scratch",
          "warmup_steps": "warmup_steps", "weight_decay": "weight_decay", "num_workers": "num_workers",
-         "threads": "threads", "head_epochs": "head_epochs"}
+         "threads": "threads", "head_epochs": "head_epochs", "augment": "augment"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,8 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                                          "configs/downstream/finetune_tiny.yaml")
     parser.add_argument("--method", nargs="+", choices=["finetune", "scratch", "probe"],
                         help="methods (default: all three)")
-    parser.add_argument("--epochs", type=int, help="most epochs per run (default: 30)")
-    parser.add_argument("--patience", type=int, help="epochs without a better val MSE before stopping (default: 5)")
+    parser.add_argument("--epochs", type=int, help="most epochs per run (default: 60)")
+    parser.add_argument("--patience", type=int, help="epochs without a better val MSE before stopping (default: 8)")
     parser.add_argument("--max-steps", type=int, help="cap on optimiser steps per run (default: none)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default: 64)")
     parser.add_argument("--lr-encoder", type=float, help="pretrained encoder's learning rate (default: 1e-4)")
@@ -47,6 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.01)")
     parser.add_argument("--head-epochs", type=int, help="fine-tune: first fit the head alone on frozen "
                                                         "embeddings for this many epochs (LP-FT; default: 0)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="pretraining's augmentations (image rotations and flips, noise redraws) on the "
+                             "training batches of finetune and scratch (default: on)")
     parser.add_argument("--num-workers", type=int, help="loader workers reading the dataset (default: 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--redshift-like", choices=["auto", "yes", "no"], default="auto",

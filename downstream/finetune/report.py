@@ -62,7 +62,8 @@ def _settings(config: FinetuneConfig, method: str, label: str) -> training.Train
         lr_encoder=encoder_lr, lr_head=head_lr, epochs=config.epochs, patience=config.patience,
         max_steps=config.max_steps, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
         weight_decay=config.weight_decay, warmup_steps=config.warmup_steps, grad_clip=config.grad_clip,
-        head_epochs=config.head_epochs if method == "finetune" else 0, progress=config.progress, label=label)
+        head_epochs=config.head_epochs if method == "finetune" else 0,
+        augment=training.AugmentConfig() if config.augment else None, progress=config.progress, label=label)
 
 
 def run_method(method: str, pretrained, config: FinetuneConfig, train: Rows, val: Rows, test: Rows,

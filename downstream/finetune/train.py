@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from astrofm.augment import AugmentConfig, augment_batch
 from downstream.finetune.data import Rows
 from downstream.finetune.model import Regressor
 
@@ -29,6 +30,7 @@ class TrainSettings:
     weight_decay: float = 0.01
     warmup_steps: int = 50  # at most a tenth of the planned steps (tiny subsets take few steps)
     head_epochs: int = 0  # first train the head alone on frozen embeddings for this many epochs (LP-FT)
+    augment: AugmentConfig | None = None  # applied to every training batch (never to val or the scales)
     grad_clip: float = 1.0
     progress: bool = False
     label: str = ""  # progress bar description
@@ -73,6 +75,7 @@ def fit(net: Regressor, train: Rows, val: Rows, settings: TrainSettings, seed: i
     warmup_steps = min(settings.warmup_steps, max(1, planned // 10))
     scheduler = warmup(optimizer, warmup_steps)
     generator = torch.Generator().manual_seed(seed)
+    augment_generator = torch.Generator().manual_seed(seed + 2)  # its own stream: batch order stays the same
     best, best_state, best_epoch, epoch, steps = float("inf"), None, 0, 0, 0
     if head_info:  # epoch 0, the fitted head on the untouched encoder, is a candidate too
         best, best_state = head_info["head_val_mse"] / float(net.target_scale) ** 2, copy.deepcopy(net.state_dict())
@@ -80,7 +83,11 @@ def fit(net: Regressor, train: Rows, val: Rows, settings: TrainSettings, seed: i
     for epoch in range(1, settings.epochs + 1):
         net.train()
         for index in torch.randperm(len(train), generator=generator).split(settings.batch_size):
-            loss = torch.nn.functional.mse_loss(net(train.batch(index)), yt[index])
+            inputs = train.batch(index)
+            if settings.augment is not None:
+                modality = net.encoder.modality
+                inputs = augment_batch({modality: inputs}, settings.augment, augment_generator)[modality]
+            loss = torch.nn.functional.mse_loss(net(inputs), yt[index])
             optimizer.zero_grad()
             loss.backward()
             if settings.grad_clip:

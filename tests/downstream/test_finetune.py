@@ -51,7 +51,7 @@ def test_the_shipped_recipe_parses_into_the_config():
     recipe = load_recipe(RECIPE)
     config = FinetuneConfig(model="m", data="d", out="o", **recipe)
     assert config.lr_encoder < config.lr_head and config.methods == ["finetune", "scratch", "probe"]
-    assert config.label_fractions == [0.01, 0.1] and config.epochs == recipe["epochs"] == 30
+    assert config.label_fractions == [0.01, 0.1] and config.epochs == recipe["epochs"] == 60 and config.augment
 
 
 def test_a_recipe_with_an_unknown_field_names_the_file(tmp_path):
@@ -89,6 +89,44 @@ def test_scratch_starts_elsewhere_and_finetuning_moves_the_encoder(world):
     assert moved == weights  # every encoder weight took gradient steps
     after = pretrained.encoders["spectrum"].state_dict()
     assert all(torch.equal(after[k], before[k]) for k in before)  # the loaded model itself is untouched
+
+
+def test_augmentations_reach_every_training_batch_and_nothing_else(world, monkeypatch):
+    train = load_rows(str(world["data"]), "spectrum", "redshift", "train", num_workers=0)
+    val = load_rows(str(world["data"]), "spectrum", "redshift", "val", num_workers=0)
+    seen, real_augment = [], training.augment_batch
+
+    def spy(batch, config, generator):
+        spectrum = batch["spectrum"]["flux"]
+        seen.append(spectrum.shape[0])
+        out = real_augment(batch, config, generator)
+        assert not torch.equal(out["spectrum"]["flux"], spectrum)  # a new noise draw, on the training rows
+        return out
+
+    monkeypatch.setattr(training, "augment_batch", spy)
+    net = build_regressor(load_model(world["model"]), "spectrum", scratch=True, seed=0)
+    settings = training.TrainSettings(lr_encoder=1e-3, lr_head=1e-3, epochs=2, patience=5, batch_size=8,
+                                      augment=training.AugmentConfig())
+    info = training.fit(net, train, val, settings, seed=0)
+    assert len(seen) == info["steps"] and sum(seen) == info["epochs"] * len(train)  # train batches, each once
+    seen.clear()
+    training.fit(build_regressor(load_model(world["model"]), "spectrum", scratch=True, seed=0), train, val,
+                 training.TrainSettings(lr_encoder=1e-3, lr_head=1e-3, epochs=1, batch_size=8), seed=0)
+    assert seen == []  # augment=None: the batches as read
+
+
+def test_augment_is_on_by_default_and_the_flag_turns_it_off(world, tmp_path):
+    from astrofm.cli.finetune_cmd import make_config
+    from astrofm.cli.main import build_parser
+
+    base = ["finetune", "--model", "m", "--data", "d", "--modality", "spectrum", "--target", "redshift",
+            "--out", str(tmp_path / "o")]
+    parse = build_parser().parse_args
+    assert make_config(parse(base)).augment is True
+    assert make_config(parse([*base, "--no-augment"])).augment is False
+    assert make_config(parse([*base, "--config", str(RECIPE)])).augment is True
+    assert finetune_report._settings(make_config(parse(base)), "scratch", "").augment == training.AugmentConfig()
+    assert finetune_report._settings(make_config(parse([*base, "--no-augment"])), "finetune", "").augment is None
 
 
 def test_head_first_leaves_the_encoder_and_fits_the_head(world):
