@@ -101,7 +101,9 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
              + "; ".join(f"`{t}` {r}" for t, r in residual.items()) + ".", ""]
     lines += [f"![{name}]({name})" for name in images]
     lines += ["", "`predictions.parquet`: each probe's predictions and 68%/95% intervals (largest label fraction, "
-              "seed 0) for the test objects, beside their truth, and for every object without the label."]
+              "seed 0) for the test objects, beside their truth, and for every object without the label "
+              "(and of any --predict folder). Their coverage holds for objects exchangeable with the val split, "
+              "not for a survey of other physics or selection."]
     keys = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95")
     if any("nll" in entry["mean"] for entry in metrics["summary"]):
         keys += ("nll",)
