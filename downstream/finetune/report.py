@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from astrofm.atomic import staged_folder
+from astrofm.augment import AugmentConfig
 from astrofm.reports import check_report_target, summarise_over_seeds, write_metrics
 from downstream.finetune import train as training
 from downstream.finetune.config import FinetuneConfig
@@ -63,7 +64,7 @@ def _settings(config: FinetuneConfig, method: str, label: str) -> training.Train
         max_steps=config.max_steps, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
         weight_decay=config.weight_decay, warmup_steps=config.warmup_steps, grad_clip=config.grad_clip,
         head_epochs=config.head_epochs if method == "finetune" else 0,
-        augment=training.AugmentConfig() if config.augment else None, progress=config.progress, label=label)
+        augment=AugmentConfig() if config.augment else None, progress=config.progress, label=label)
 
 
 def run_method(method: str, pretrained, config: FinetuneConfig, train: Rows, val: Rows, test: Rows,
