@@ -374,6 +374,7 @@ def test_an_unknown_target_among_several_is_refused_before_any_fit(tmp_path, cap
     assert "no label 'mystery'" in err and "labels: redshift, mass" in err
     # one line and no progress bar: the labels are all read before the first fit
     assert err.startswith("astrofm regress: error:") and "\n" not in err.strip() and not (tmp_path / "r").exists()
+    assert err.count("regress") == 1  # the bar (desc "regress") never started
     assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "redshift", "redshift",
                  "--out", str(tmp_path / "r")]) == 1
     assert "named more than once" in capsys.readouterr().err
