@@ -1,5 +1,5 @@
-"""`astrofm finetune --model MODEL_DIR --data DATA_DIR --modality M --target LABEL --label-fraction F [F ...]
---out REPORT_DIR`: fine-tune the pretrained M encoder on a few labels, beside the same architecture trained
+"""`astrofm finetune --model MODEL_DIR --data DATA_DIR --modality M --target LABEL [LABEL ...]
+--label-fraction F [F ...] --out REPORT_DIR`: fine-tune the pretrained M encoder on a few labels, beside the same architecture trained
 from scratch and the MLP probe on frozen embeddings; metrics.json, PNG plots, report.md.
 
 Settings come from the FinetuneConfig defaults, then a `--config` recipe (YAML), then the flags given."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 # flag -> FinetuneConfig field, for the settings a recipe may also hold
-FLAGS = {"modality": "modality", "target": "target", "label_fraction": "label_fractions", "seeds": "seeds",
+FLAGS = {"modality": "modality", "target": "targets", "label_fraction": "label_fractions", "seeds": "seeds",
          "method": "methods", "epochs": "epochs", "patience": "patience", "max_steps": "max_steps",
          "batch_size": "batch_size", "lr_encoder": "lr_encoder", "lr_head": "lr_head", "lr_scratch": "lr_scratch",
          "warmup_steps": "warmup_steps", "weight_decay": "weight_decay", "num_workers": "num_workers",
@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="pretrained model folder")
     parser.add_argument("--data", required=True, metavar="DATA_DIR", help="dataset folder (splits and labels)")
     parser.add_argument("--modality", required=True, metavar="M", help="the encoder to fine-tune")
-    parser.add_argument("--target", required=True, metavar="LABEL", help="numeric label to predict")
+    parser.add_argument("--target", nargs="+", required=True, metavar="LABEL",
+                        help="numeric label(s) to predict; each is fitted on its own, in one report")
     parser.add_argument("--label-fraction", nargs="+", type=float, metavar="F",
                         help="fractions of the train split's labelled objects (default: 0.1)")
     parser.add_argument("--seeds", type=int, metavar="N", help="seeds per fraction (default: 3)")
@@ -78,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
 
     out = write_report(make_config(args))
     metrics = json.loads((out / "metrics.json").read_text())
-    for entry in sorted(metrics["summary"], key=lambda e: (e["label_fraction"], e["method"])):
+    order = {target: i for i, target in enumerate(metrics["config"]["targets"])}
+    for entry in sorted(metrics["summary"], key=lambda e: (order[e["target"]], e["label_fraction"], e["method"])):
         mean, std = entry["mean"], entry["std"]
-        print(f"{entry['method']:9s} f={entry['label_fraction']:<6g} n_train={entry['n_train']:<6d} "
+        print(f"{entry['target']:16s} {entry['method']:9s} f={entry['label_fraction']:<6g} n_train={entry['n_train']:<6d} "
               f"R2 {mean['r2']:.4f} ± {std['r2']:.4f}  NMAD {mean['nmad']:.4f}  outliers {mean['outlier_fraction']:.4f}")
     print(f"report written to {out}")
     return 0

@@ -3,7 +3,7 @@ the MLP probe on frozen embeddings.
 
     from downstream.finetune import FinetuneConfig, write_report
     write_report(FinetuneConfig(model="MODEL_DIR", data="DATA_DIR", out="REPORT", modality="spectrum",
-                                target="redshift", label_fractions=[0.1]))
+                                targets=["redshift", "log_stellar_mass"], label_fractions=[0.1]))
 """
 
 from downstream.finetune.config import FinetuneConfig, load_recipe

@@ -18,7 +18,7 @@ class FinetuneConfig:
     data: str  # dataset folder
     out: str  # report folder to write
     modality: str = "spectrum"  # the encoder to fine-tune
-    target: str = "redshift"  # numeric label to predict
+    targets: list[str] = field(default_factory=lambda: ["redshift"])  # numeric labels, each fitted on its own
     label_fractions: list[float] = field(default_factory=lambda: [0.1])  # of the train split's labelled objects
     seeds: int = 3  # seeds 0 .. seeds-1 (label subsets, head initialisation, batch order)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -44,11 +44,18 @@ class FinetuneConfig:
     dropout: float = 0.1
     num_workers: int = 1  # loader workers reading the dataset once
     threads: int | None = None  # torch CPU threads; None: torch's default
-    redshift_like: bool | None = None  # dz/(1+z) residuals; None: decided from the target's name
+    redshift_like: bool | None = None  # dz/(1+z) residuals for every target; None: decided from each one's name
     progress: bool = True  # tqdm progress bars
     overwrite: bool = False
 
     def __post_init__(self):
+        if isinstance(self.targets, str):
+            self.targets = [self.targets]
+        if not self.targets:
+            raise ValueError("no target given: name at least one label")
+        repeated = sorted({t for t in self.targets if self.targets.count(t) > 1})
+        if repeated:
+            raise ValueError(f"target(s) {repeated} given more than once")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
@@ -79,6 +86,8 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping of fields, got {type(data).__name__}")
+    if "target" in data and "targets" not in data:  # the one-label spelling of earlier recipes
+        data["targets"] = data.pop("target")
     unknown = sorted(set(data) - set(RECIPE_FIELDS))
     if unknown:
         raise ValueError(f"{path}: unknown fields {unknown}; known fields are {list(RECIPE_FIELDS)}")

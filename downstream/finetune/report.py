@@ -1,17 +1,18 @@
 """`astrofm finetune`: few-label fine-tuning of a pretrained encoder against the same architecture trained
 from scratch (and the MLP probe on frozen embeddings), on the same label subsets.
 
-Protocol, for one modality M and one target:
-    objects of each split having M and a finite target are read once into memory, sorted by id;
-    for each seed s and label fraction f the label subset is `label_subset(n_train, f, s)` of the train
-    rows (nested: a smaller fraction's subset lies inside a larger one's); every method fits on that
-    subset only, chooses its epoch (early stopping) on the whole val split, and is measured on the
-    test split, which is never used to fit or select.
+Protocol, for one modality M and each target (`--target A B ...`, each fitted on its own):
+    objects of each split having M are read once into memory, sorted by id, with every target's values;
+    a target uses the objects where it is finite. For each seed s and label fraction f its label subset is
+    `label_subset(n_train, f, s)` of those train rows (nested: a smaller fraction's subset lies inside a
+    larger one's); every method fits on that subset only, chooses its epoch (early stopping) on the whole
+    val split, and is measured on the test split, which is never used to fit or select.
 
-Output: REPORT_DIR/metrics.json {"config", "data", "records": one per (method, label_fraction, seed),
-"summary": mean and std over seeds}, label_subsets.json (the train ids each (fraction, seed) used),
-r2_vs_fraction.png, pred_vs_true.png, report.md, and predictions.parquet: every method's test-split
-predictions (largest label fraction, seed 0) beside the truth, one row per object and method.
+Output: REPORT_DIR/metrics.json {"config", "data", "records": one per (target, method, label_fraction, seed),
+"summary": mean and std over seeds, per target}, label_subsets.json ({target: {fraction: {seed: the train ids
+used}}}), r2_vs_fraction.png and pred_vs_true.png (a row per target), report.md, and predictions.parquet:
+every method's test-split predictions (largest label fraction, seed 0) beside the truth, one row per target,
+object and method.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from astrofm.augment import AugmentConfig
 from astrofm.reports import check_report_target, summarise_over_seeds, write_metrics
 from downstream.finetune import train as training
 from downstream.finetune.config import FinetuneConfig
-from downstream.finetune.data import Rows, check_inputs, load_rows
+from downstream.finetune.data import Rows, check_inputs, load_split, require_rows
 from downstream.finetune.model import build_regressor
 from downstream.regression import probes
 from downstream.regression.metrics import is_redshift_like, point_metrics
@@ -84,57 +85,77 @@ def run_method(method: str, pretrained, config: FinetuneConfig, train: Rows, val
         "lr_encoder": settings.lr_encoder, "lr_head": settings.lr_head, **info}
 
 
+def _frozen(pretrained, config: FinetuneConfig, splits: dict[str, Rows], used: np.ndarray) -> dict[str, Any]:
+    """Frozen embeddings of the train rows some label subset uses (`used`, sorted) and of all val and test
+    rows: each object is embedded once, whichever targets and subsets it serves."""
+    embed = lambda rows: frozen_embeddings(pretrained, config.modality, rows, config.eval_batch_size)  # noqa: E731
+    return {"used": used, "train": embed(splits["train"].take(used)), "val": embed(splits["val"]),
+            "test": embed(splits["test"])}
+
+
 def compute(config: FinetuneConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """metrics.json content, and for plots and label_subsets.json: test truth, method -> predictions
-    (largest fraction, seed 0), and the train ids of every (fraction, seed)."""
+    """metrics.json content, and for plots and label_subsets.json: per target, the test ids, truth and
+    method -> predictions (largest fraction, seed 0), and the train ids of every (fraction, seed)."""
     if config.threads:
         torch.set_num_threads(config.threads)
     pretrained = load_pretrained(config)
-    check_inputs(config.data, config.modality, config.target, pretrained.spec.get(config.modality))
-    splits = {name: load_rows(config.data, config.modality, config.target, name, config.num_workers,
-                              config.eval_batch_size) for name in ("train", "val", "test")}
-    train, val, test = splits["train"], splits["val"], splits["test"]
-    redshift_like = is_redshift_like(config.target) if config.redshift_like is None else config.redshift_like
+    check_inputs(config.data, config.modality, config.targets, pretrained.spec.get(config.modality))
+    # Every split is read once for all targets; each target then keeps the rows where it is finite.
+    splits = {name: load_split(config.data, config.modality, config.targets, name, config.num_workers,
+                               config.eval_batch_size) for name in ("train", "val", "test")}
+    labelled = {(target, name): splits[name].labelled(target) for target in config.targets for name in splits}
+    for (target, name), index in labelled.items():
+        require_rows(len(index), config.data, config.modality, target, name)
+    redshift_like = {target: is_redshift_like(target) if config.redshift_like is None else config.redshift_like
+                     for target in config.targets}
     fractions = sorted(set(config.label_fractions))
-    subsets = {(f, s): label_subset(len(train), f, s) for f in fractions for s in range(config.seeds)}
+    # label subsets index each target's own train rows: nested in the fraction and seeded, per target
+    subsets = {(target, f, s): label_subset(len(labelled[target, "train"]), f, s)
+               for target in config.targets for f in fractions for s in range(config.seeds)}
     frozen_all = None
-    if "probe" in config.methods:  # embed each train row any subset uses once, and val and test
-        used = np.unique(np.concatenate(list(subsets.values())))
-        vectors = frozen_embeddings(pretrained, config.modality, train.take(used), config.eval_batch_size)
-        frozen_all = {"train": (used, vectors),
-                      "val": frozen_embeddings(pretrained, config.modality, val, config.eval_batch_size),
-                      "test": frozen_embeddings(pretrained, config.modality, test, config.eval_batch_size)}
+    if "probe" in config.methods:
+        used = np.unique(np.concatenate([labelled[t, "train"][subset] for (t, _, _), subset in subsets.items()]))
+        frozen_all = _frozen(pretrained, config, splits, used)
     records, shown = [], {}
-    for fraction in fractions:
-        for seed in range(config.seeds):
-            subset = subsets[(fraction, seed)]
-            rows = train.take(subset)
-            frozen = None
-            if frozen_all is not None:
-                used, vectors = frozen_all["train"]
-                frozen = {"train": vectors[np.searchsorted(used, subset)], "val": frozen_all["val"],
-                          "test": frozen_all["test"]}
-            for method in config.methods:
-                predicted, info = run_method(method, pretrained, config, rows, val, test, seed, frozen)
-                record = {"method": method, "modality": config.modality, "label_fraction": fraction, "seed": seed,
-                          "n_train": len(rows), "n_val": len(val), "n_test": len(test), **info,
-                          **point_metrics(test.y, predicted, redshift_like)}
-                records.append(record)
-                if config.progress:
-                    print(f"{method:9s} f={fraction:<6g} seed={seed} n_train={len(rows):<6d} "
-                          f"test R2 {record['r2']:.4f}  NMAD {record['nmad']:.4f}", file=sys.stderr)
-                if fraction == fractions[-1] and seed == 0:
-                    shown[method] = predicted
+    for target in config.targets:
+        train, val, test = (splits[name].take(labelled[target, name]) for name in ("train", "val", "test"))
+        for rows in (train, val, test):
+            rows.y = rows.labels[target]
+        frozen_target = None
+        if frozen_all is not None:
+            frozen_target = {name: frozen_all[name][labelled[target, name]] for name in ("val", "test")}
+        for fraction in fractions:
+            for seed in range(config.seeds):
+                subset = subsets[(target, fraction, seed)]
+                rows = train.take(subset)
+                frozen = None
+                if frozen_target is not None:
+                    at = np.searchsorted(frozen_all["used"], labelled[target, "train"][subset])
+                    frozen = {"train": frozen_all["train"][at], **frozen_target}
+                for method in config.methods:
+                    predicted, info = run_method(method, pretrained, config, rows, val, test, seed, frozen)
+                    record = {"target": target, "method": method, "modality": config.modality,
+                              "label_fraction": fraction, "seed": seed, "n_train": len(rows), "n_val": len(val),
+                              "n_test": len(test), **info, **point_metrics(test.y, predicted, redshift_like[target])}
+                    records.append(record)
+                    if config.progress:
+                        print(f"{target} {method:9s} f={fraction:<6g} seed={seed} n_train={len(rows):<6d} "
+                              f"test R2 {record['r2']:.4f}  NMAD {record['nmad']:.4f}", file=sys.stderr)
+                    if fraction == fractions[-1] and seed == 0:
+                        shown.setdefault(target, {"ids": list(test.ids), "y": test.y, "predictions": {}})
+                        shown[target]["predictions"][method] = predicted
     settings = {**asdict(config), "redshift_like": redshift_like, "label_fractions": fractions}
-    data = {"n_train_labelled": len(train), "n_val": len(val), "n_test": len(test)}
-    subset_ids = {f"{f:g}": {str(s): [train.ids[i] for i in subsets[(f, s)]] for s in range(config.seeds)}
-                  for f in fractions}
+    data = {"n_train_labelled": {t: len(labelled[t, "train"]) for t in config.targets},
+            "n_val": {t: len(labelled[t, "val"]) for t in config.targets},
+            "n_test": {t: len(labelled[t, "test"]) for t in config.targets}}
+    subset_ids = {target: {f"{f:g}": {str(s): [splits["train"].ids[i] for i in labelled[target, "train"][
+        subsets[(target, f, s)]]] for s in range(config.seeds)} for f in fractions} for target in config.targets}
     metrics = {"config": settings, "data": data, "records": records, "summary": summarise(records)}
-    return metrics, {"ids": list(test.ids), "y": test.y, "predictions": shown, "subset_ids": subset_ids}
+    return metrics, {"targets": shown, "subset_ids": subset_ids}
 
 
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return summarise_over_seeds(records, ("method", "label_fraction"), SUMMARY_KEYS)
+    return summarise_over_seeds(records, ("target", "method", "label_fraction"), SUMMARY_KEYS)
 
 
 def write_predictions(path: Path, config: FinetuneConfig, shown: dict[str, Any], fraction: float) -> None:
@@ -142,11 +163,14 @@ def write_predictions(path: Path, config: FinetuneConfig, shown: dict[str, Any],
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    n = len(shown["ids"])
-    parts = [pa.table({"target": [config.target] * n, "modality": [config.modality] * n, "method": [method] * n,
-                       "label_fraction": [fraction] * n, "seed": [0] * n, "id": shown["ids"], "split": ["test"] * n,
-                       "true": np.asarray(shown["y"], np.float64), "predicted": np.asarray(predicted, np.float64)})
-             for method, predicted in shown["predictions"].items()]
+    parts = []
+    for target, one in shown.items():
+        n = len(one["ids"])
+        parts += [pa.table({"target": [target] * n, "modality": [config.modality] * n, "method": [method] * n,
+                            "label_fraction": [fraction] * n, "seed": [0] * n, "id": one["ids"],
+                            "split": ["test"] * n, "true": np.asarray(one["y"], np.float64),
+                            "predicted": np.asarray(predicted, np.float64)})
+                  for method, predicted in one["predictions"].items()]
     pq.write_table(pa.concat_tables(parts), path)
 
 
@@ -159,9 +183,9 @@ def write_report(config: FinetuneConfig) -> Path:
     with staged_folder(out) as staging:
         write_metrics(staging, metrics)
         (staging / "label_subsets.json").write_text(json.dumps(shown["subset_ids"]) + "\n")
-        write_predictions(staging / "predictions.parquet", config, shown, metrics["config"]["label_fractions"][-1])
-        images = [plots.r2_vs_fraction(staging, metrics["summary"], config.modality, config.target),
-                  plots.pred_vs_true(staging, shown["y"], shown["predictions"], config.target,
-                                     metrics["config"]["label_fractions"][-1])]
+        largest = metrics["config"]["label_fractions"][-1]
+        write_predictions(staging / "predictions.parquet", config, shown["targets"], largest)
+        images = [plots.r2_vs_fraction(staging, metrics["summary"], config.modality, config.targets),
+                  plots.pred_vs_true(staging, shown["targets"], largest)]
         (staging / "report.md").write_text(plots.markdown(metrics, images))
     return out

@@ -12,11 +12,16 @@ N_OBJECTS = 90
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
-def build_dataset(out: Path, n: int = N_OBJECTS) -> Path:
+def build_dataset(out: Path, n: int = N_OBJECTS, label_every: dict[str, int] | None = None) -> Path:
+    """`label_every={"mass": 3}` adds a float label `mass` to every object but each third one."""
     config = WriterConfig(shard_size=10, split_fractions=SPLIT_FRACTIONS)
     with DatasetWriter(out, TINY_SPEC, config=config, provenance={"generator": "tests"}) as writer:
         for i in range(n):
-            writer.add(synthetic_sample(i, missing="spectrum" if i % 9 == 0 else None))
+            sample = synthetic_sample(i, missing="spectrum" if i % 9 == 0 else None)
+            for name, every in (label_every or {}).items():
+                if i % every:
+                    sample.labels[name] = 9.0 + sample.labels["redshift"] + 0.01 * i
+            writer.add(sample)
     return out
 
 

@@ -189,11 +189,12 @@ def test_no_test_object_is_used_to_fit_or_select(world, monkeypatch, tmp_path):
     assert {r["n_train"] for r in metrics["records"]} == {round(0.5 * n_train), n_train}
     assert {r["n_test"] for r in metrics["records"]} == {len(split_ids(world["data"], "test"))}
     assert {n for n, _ in probed} == {round(0.5 * n_train), n_train} and {v for _, v in probed} == {len(val_ids)}
+    subsets = shown["subset_ids"]["redshift"]
     for seed in ("0", "1"):  # nested subsets; each (fraction, seed) fits both networks on the same ids
-        half, full = shown["subset_ids"]["0.5"][seed], shown["subset_ids"]["1"][seed]
+        half, full = subsets["0.5"][seed], subsets["1"][seed]
         assert set(half) < set(full) == train_ids
         assert sorted(half) in fitted and fitted.count(sorted(half)) == 2
-    assert shown["subset_ids"]["0.5"]["0"] != shown["subset_ids"]["0.5"]["1"]
+    assert subsets["0.5"]["0"] != subsets["0.5"]["1"]
 
 
 def test_same_seed_same_numbers(world, tmp_path):
@@ -223,7 +224,8 @@ def test_report_folder_through_the_cli(world, tmp_path, capsys):
                                                      "predictions.parquet", "r2_vs_fraction.png", "report.md"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["epochs"] == 2 and metrics["config"]["lr_encoder"] == 1e-4  # flag over recipe
-    assert metrics["config"]["label_fractions"] == [0.5, 1.0] and metrics["config"]["redshift_like"] is True
+    assert metrics["config"]["label_fractions"] == [0.5, 1.0]
+    assert metrics["config"]["redshift_like"] == {"redshift": True}
     records = metrics["records"]
     assert len(records) == 3 * 2 * 2  # methods x fractions x seeds
     assert {(r["method"], r["label_fraction"], r["seed"]) for r in records} == {
@@ -238,11 +240,13 @@ def test_report_folder_through_the_cli(world, tmp_path, capsys):
     assert not any("head_best_epoch" in r for r in records if r["method"] != "finetune")
     assert all(r["lr_encoder"] == r["lr_head"] == 1e-3 for r in records if r["method"] == "scratch")
     assert len(metrics["summary"]) == 6 and all(s["n_seeds"] == 2 for s in metrics["summary"])
+    assert all(r["target"] == "redshift" for r in records)
     subsets = json.loads((out / "label_subsets.json").read_text())
     test_ids = split_ids(world["data"], "test", with_spectrum=False)
-    assert all(not set(ids) & test_ids for seeds in subsets.values() for ids in seeds.values())
+    assert list(subsets) == ["redshift"]
+    assert all(not set(ids) & test_ids for seeds in subsets["redshift"].values() for ids in seeds.values())
     text = (out / "report.md").read_text()
-    assert "![r2_vs_fraction.png](r2_vs_fraction.png)" in text and "| finetune | 0.5 |" in text
+    assert "![r2_vs_fraction.png](r2_vs_fraction.png)" in text and "| redshift | finetune | 0.5 |" in text
     # predictions.parquet: each method's test predictions from the largest fraction, seed 0, whose R^2 is the record's
     predictions = pq.read_table(out / "predictions.parquet").to_pylist()
     for method in ("finetune", "scratch", "probe"):
@@ -252,6 +256,55 @@ def test_report_folder_through_the_cli(world, tmp_path, capsys):
         record, = (r for r in records if (r["method"], r["label_fraction"], r["seed"]) == (method, 1.0, 0))
         y, p = np.array([r["true"] for r in rows]), np.array([r["predicted"] for r in rows])
         assert r2(y, p) == pytest.approx(record["r2"])
+
+
+def test_several_targets_fit_each_on_its_own_labelled_objects(tmp_path, capsys):
+    """`--target redshift mass`: one report; `mass` exists for two objects in three, and its runs fit, stop and
+    score on those objects only, with subsets drawn from them; redshift's runs are those of a one-target report."""
+    data = build_dataset(tmp_path / "data", label_every={"mass": 3})
+    model = build_model(data, tmp_path / "model", modalities=("spectrum",))
+    out = tmp_path / "report"
+    common = ["--model", str(model), "--data", str(data), "--modality", "spectrum", "--label-fraction", "0.5",
+              "--seeds", "1", "--method", "finetune", "probe", "--epochs", "2", "--batch-size", "8",
+              "--num-workers", "0", "--no-progress"]
+    assert main(["finetune", *common, "--target", "redshift", "mass", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "redshift" in printed and "mass" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    records = {(r["target"], r["method"]): r for r in metrics["records"]}
+    assert set(records) == {(t, m) for t in ("redshift", "mass") for m in ("finetune", "probe")}
+    assert metrics["config"]["redshift_like"] == {"redshift": True, "mass": False}
+    with_mass = {split: {s.id for s in Dataset(data).iter_samples(split)
+                         if s.spectrum is not None and "mass" in s.labels} for split in ("train", "val", "test")}
+    assert metrics["data"]["n_train_labelled"]["mass"] == len(with_mass["train"])
+    assert records["mass", "finetune"]["n_test"] == len(with_mass["test"]) < records["redshift", "finetune"]["n_test"]
+    subsets = json.loads((out / "label_subsets.json").read_text())
+    assert set(subsets["mass"]["0.5"]["0"]) <= with_mass["train"]
+    assert len(subsets["mass"]["0.5"]["0"]) == round(0.5 * len(with_mass["train"]))
+    predictions = pq.read_table(out / "predictions.parquet").to_pylist()
+    mass_rows = [r for r in predictions if r["target"] == "mass" and r["method"] == "finetune"]
+    assert {r["id"] for r in mass_rows} == with_mass["test"]
+    y, p = np.array([r["true"] for r in mass_rows]), np.array([r["predicted"] for r in mass_rows])
+    assert r2(y, p) == pytest.approx(records["mass", "finetune"]["r2"])
+    text = (out / "report.md").read_text()
+    assert "| mass | finetune | 0.5 |" in text and "| redshift | probe | 0.5 |" in text
+    # the redshift runs do not depend on the other target being there
+    alone = tmp_path / "alone"
+    assert main(["finetune", *common, "--target", "redshift", "--out", str(alone)]) == 0
+    single = {r["method"]: r for r in json.loads((alone / "metrics.json").read_text())["records"]}
+    for method in ("finetune", "probe"):
+        assert single[method]["r2"] == pytest.approx(records["redshift", method]["r2"])
+
+
+def test_a_target_given_twice_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"target\(s\) \['redshift'\] given more than once"):
+        FinetuneConfig(model="m", data="d", out=str(tmp_path / "o"), targets=["redshift", "redshift"])
+
+
+def test_a_recipe_may_name_one_target_the_old_way(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("target: log_ssfr\nepochs: 3\n")
+    assert FinetuneConfig(model="m", data="d", out="o", **load_recipe(path)).targets == ["log_ssfr"]
 
 
 @pytest.mark.parametrize("change, message", [
