@@ -3,7 +3,7 @@ architecture trained from scratch, on the same seeded label subsets, metrics on 
 
     python benchmarks/bench_finetune.py --model runs/pretrain/tiny/model --data data/observed \
         [--modality spectrum] [--target redshift] [--fraction 0.1] [--seeds 2] [--epochs 60] [--threads 1]
-        [--no-augment] [--head-epochs N]
+        [--no-augment] [--noise-redraws choose|on|off] [--head-epochs N]
 
 Prints one JSON object: per method the mean and std over seeds of test R^2 and NMAD, the seconds taken,
 and whether each pretrained method beats the from-scratch baseline in mean test R^2.
@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                         help="augmentations on training batches (default: on, as astrofm finetune)")
+    parser.add_argument("--noise-redraws", choices=["choose", "on", "off"], default="choose",
+                        help="spectrum/photometry noise redraws: chosen on val per run, or fixed (default: choose)")
     parser.add_argument("--head-epochs", type=int, default=0,
                         help="fine-tune: fit the head alone on frozen embeddings first (LP-FT; default: off)")
     parser.add_argument("--threads", type=int, default=1)
@@ -44,7 +46,7 @@ def main() -> None:
         config = FinetuneConfig(model=args.model, data=args.data, out=out, modality=args.modality,
                                 targets=[args.target], label_fractions=[args.fraction], seeds=args.seeds,
                                 epochs=args.epochs, patience=args.patience, augment=args.augment,
-                                head_epochs=args.head_epochs,
+                                head_epochs=args.head_epochs, noise_redraws=args.noise_redraws,
                                 threads=args.threads, progress=False,
                                 overwrite=True)
         metrics = json.loads((write_report(config) / "metrics.json").read_text())
@@ -61,7 +63,8 @@ def main() -> None:
         "modality": args.modality, "target": args.target, "label_fraction": args.fraction, "seeds": args.seeds,
         "n_train": metrics["summary"][0]["n_train"],
         **{key: per_target[args.target] for key, per_target in metrics["data"].items()}, "epochs": args.epochs,
-        "patience": args.patience, "augment": args.augment, "head_epochs": args.head_epochs,
+        "patience": args.patience, "augment": args.augment,
+        "noise_redraws": args.noise_redraws, "head_epochs": args.head_epochs,
         "methods": methods,
         "beats_scratch": {m: v["r2_mean"] > scratch for m, v in methods.items() if m != "scratch" and scratch is not None},
         "total_seconds": round(time.perf_counter() - start, 1)}, indent=2))

@@ -13,7 +13,8 @@ FLAGS = {"modality": "modality", "target": "targets", "label_fraction": "label_f
          "method": "methods", "epochs": "epochs", "patience": "patience", "max_steps": "max_steps",
          "batch_size": "batch_size", "lr_encoder": "lr_encoder", "lr_head": "lr_head", "lr_scratch": "lr_scratch",
          "warmup_steps": "warmup_steps", "weight_decay": "weight_decay", "num_workers": "num_workers",
-         "threads": "threads", "head_epochs": "head_epochs", "augment": "augment"}
+         "threads": "threads", "head_epochs": "head_epochs", "augment": "augment",
+         "noise_redraws": "noise_redraws"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="pretraining's augmentations (image rotations and flips, noise redraws) on the "
                              "training batches of finetune and scratch (default: on)")
+    parser.add_argument("--noise-redraws", choices=["choose", "on", "off"],
+                        help="spectrum and photometry noise redraws among the augmentations: choose (fit with "
+                             "and without, keep the lower val MSE), on or off (default: choose)")
     parser.add_argument("--num-workers", type=int, help="loader workers reading the dataset (default: 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--redshift-like", choices=["auto", "yes", "no"], default="auto",

@@ -127,6 +127,41 @@ def test_augment_is_on_by_default_and_the_flag_turns_it_off(world, tmp_path):
     assert make_config(parse([*base, "--config", str(RECIPE)])).augment is True
     assert finetune_report._settings(make_config(parse(base)), "scratch", "").augment == training.AugmentConfig()
     assert finetune_report._settings(make_config(parse([*base, "--no-augment"])), "finetune", "").augment is None
+    quiet = finetune_report._settings(make_config(parse(base)), "finetune", "", noise=False).augment
+    assert quiet.image_rot90 and quiet.image_flip and not quiet.spectrum_noise and not quiet.photometry_noise
+    assert make_config(parse(base)).noise_redraws == "choose"
+    assert make_config(parse([*base, "--noise-redraws", "off"])).noise_redraws == "off"
+    with pytest.raises(ValueError, match="noise_redraws must be one of"):
+        FinetuneConfig(model="m", data="d", out="o", noise_redraws="sometimes")
+
+
+@pytest.mark.parametrize("noise_redraws, modality, fits_per_run", [
+    ("choose", "spectrum", 2), ("on", "spectrum", 1), ("off", "spectrum", 1), ("choose", "image", 1)])
+def test_noise_redraws_are_chosen_on_val(world, monkeypatch, tmp_path, noise_redraws, modality, fits_per_run):
+    """Under "choose" each trained method fits with and without the noise redraws and keeps the lower val
+    MSE; images, which have no noise redraw, fit once; "on"/"off" fit once with that setting."""
+    seen, real_fit = [], training.fit
+
+    def spy_fit(net, train, val, settings, seed):
+        info = real_fit(net, train, val, settings, seed)
+        seen.append((settings.augment.spectrum_noise, info["val_mse"]))
+        return info
+
+    monkeypatch.setattr(training, "fit", spy_fit)
+    config = FinetuneConfig(model=str(world["model"]), data=str(world["data"]), out=str(tmp_path / "r"),
+                            modality=modality, label_fractions=[0.5], seeds=1, methods=["finetune", "scratch"],
+                            noise_redraws=noise_redraws, **FAST)
+    records = compute(config)[0]["records"]
+    assert len(seen) == 2 * fits_per_run
+    for record, fits in zip(records, (seen[:fits_per_run], seen[fits_per_run:]), strict=True):
+        noise, val_mse = min(fits, key=lambda fit: fit[1])
+        assert record["val_mse"] == val_mse and record["noise_redraws"] is noise
+        if fits_per_run == 2:
+            assert {n for n, _ in fits} == {True, False}
+            assert record["val_mse_by_noise_redraws"] == {"on" if n else "off": v for n, v in fits}
+        else:
+            assert "val_mse_by_noise_redraws" not in record
+            assert noise is (noise_redraws == "on" and modality == "spectrum")
 
 
 def test_head_first_leaves_the_encoder_and_fits_the_head(world):
@@ -184,7 +219,8 @@ def test_no_test_object_is_used_to_fit_or_select(world, monkeypatch, tmp_path):
     config = FinetuneConfig(model=str(world["model"]), data=str(world["data"]), out=str(tmp_path / "r"),
                             label_fractions=[0.5, 1.0], seeds=2, **FAST)
     metrics, shown = compute(config)
-    assert len(fitted) == 8 and len(probed) == 4  # (finetune, scratch) x 2 fractions x 2 seeds; probe 2 x 2
+    # (finetune, scratch) x 2 fractions x 2 seeds x noise redraws on and off (chosen on val); probe 2 x 2
+    assert len(fitted) == 16 and len(probed) == 4
     n_train = len(train_ids)
     assert {r["n_train"] for r in metrics["records"]} == {round(0.5 * n_train), n_train}
     assert {r["n_test"] for r in metrics["records"]} == {len(split_ids(world["data"], "test"))}
@@ -193,7 +229,7 @@ def test_no_test_object_is_used_to_fit_or_select(world, monkeypatch, tmp_path):
     for seed in ("0", "1"):  # nested subsets; each (fraction, seed) fits both networks on the same ids
         half, full = subsets["0.5"][seed], subsets["1"][seed]
         assert set(half) < set(full) == train_ids
-        assert sorted(half) in fitted and fitted.count(sorted(half)) == 2
+        assert sorted(half) in fitted and fitted.count(sorted(half)) == 4
     assert subsets["0.5"]["0"] != subsets["0.5"]["1"]
 
 
