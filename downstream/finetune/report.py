@@ -95,7 +95,7 @@ def run_method(method: str, pretrained, config: FinetuneConfig, train: Rows, val
         settings = _settings(config, method, f"{method} n={len(train)} seed={seed}", noise)
         fits.append((noise, net, settings, training.fit(net, train, val, settings, seed)))
     noise, net, settings, info = min(fits, key=lambda fit: fit[3]["val_mse"])  # chosen on val, never on test
-    chosen = {"noise_redraws": noise}
+    chosen = {"noise_redraws_used": noise}
     if len(fits) > 1:
         chosen["val_mse_by_noise_redraws"] = {"on" if n else "off": fit_info["val_mse"] for n, _, _, fit_info in fits}
         chosen["seconds_all_fits"] = round(sum(fit_info["seconds"] for *_, fit_info in fits), 2)
@@ -106,7 +106,9 @@ def run_method(method: str, pretrained, config: FinetuneConfig, train: Rows, val
 def _frozen(pretrained, config: FinetuneConfig, splits: dict[str, Rows], used: np.ndarray) -> dict[str, Any]:
     """Frozen embeddings of the train rows some label subset uses (`used`, sorted) and of all val and test
     rows: each object is embedded once, whichever targets and subsets it serves."""
-    embed = lambda rows: frozen_embeddings(pretrained, config.modality, rows, config.eval_batch_size)  # noqa: E731
+    def embed(rows: Rows) -> np.ndarray:
+        return frozen_embeddings(pretrained, config.modality, rows, config.eval_batch_size)
+
     return {"used": used, "train": embed(splits["train"].take(used)), "val": embed(splits["val"]),
             "test": embed(splits["test"])}
 
@@ -136,9 +138,7 @@ def compute(config: FinetuneConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         frozen_all = _frozen(pretrained, config, splits, used)
     records, shown = [], {}
     for target in config.targets:
-        train, val, test = (splits[name].take(labelled[target, name]) for name in ("train", "val", "test"))
-        for rows in (train, val, test):
-            rows.y = rows.labels[target]
+        train, val, test = (splits[name].for_target(target) for name in ("train", "val", "test"))
         frozen_target = None
         if frozen_all is not None:
             frozen_target = {name: frozen_all[name][labelled[target, name]] for name in ("val", "test")}
