@@ -45,7 +45,15 @@ def test_shared_and_strided_tensors_are_saved(manifest, batch, tmp_path):
     weight.data = weight.data.t().contiguous().t()  # same values, transposed strides
     assert not weight.is_contiguous()
     loaded = load_model(save_model(model, tmp_path / "m"))
-    assert_same_embeddings(model.embed(batch), loaded.embed(batch))
+    saved, original = loaded.state_dict(), model.state_dict()
+    assert list(saved) == list(original)
+    assert all(torch.equal(saved[name], value) for name, value in original.items())  # every value, bit for bit
+    # The loaded weight is contiguous: the matmul may take another kernel path and round differently
+    # (seen on 2026-12-02), so the embeddings agree to float precision rather than bit for bit.
+    got, expected = loaded.embed(batch), model.embed(batch)
+    assert list(got) == list(expected)
+    for modality, value in expected.items():
+        torch.testing.assert_close(got[modality], value, rtol=1e-5, atol=1e-6)
 
 
 def test_save_replaces_a_model_folder_but_never_another_folder(manifest, tmp_path):
