@@ -14,6 +14,10 @@ target above its modality's ceiling asks for information the mock data do not ho
 dataset the embeddings came from) it also reports the measured-image reference
 (downstream.regression.measured): the same probe on aperture fluxes and adaptive moments measured from
 the noisy images themselves, i.e. what classical photometry and shapes get from what the encoder sees.
+
+Coverage is also reported where it matters to a survey: in five equal-count test bins of --coverage-by
+(default mag_r), for the fixed-width conformal intervals and the adaptive ones (a width per object), with
+the worst bin's distance from the nominal level.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", help="keep the regression report here (default: a temporary folder)")
     parser.add_argument("--no-ceilings", action="store_true", help="skip the information ceilings")
+    parser.add_argument("--coverage-by", default="mag_r", metavar="LABEL",
+                        help="label whose test bins the coverage is reported in (default: mag_r; 'none': skip)")
     parser.add_argument("--data", metavar="DATA_DIR",
                         help="the embedded dataset: adds the measured-image reference (about a minute)")
     args = parser.parse_args()
@@ -59,7 +65,8 @@ def main() -> None:
         out = Path(args.out or Path(scratch) / "report")
         write_report(RegressionConfig(embeddings=args.embeddings, out=str(out), targets=[args.target],
                                       modalities=["spectrum", "image"], methods=["knn", "mlp"],
-                                      label_fractions=LABEL_FRACTIONS, seeds=args.seeds, overwrite=True))
+                                      label_fractions=LABEL_FRACTIONS, seeds=args.seeds, overwrite=True,
+                                      coverage_by=None if args.coverage_by == "none" else args.coverage_by))
         metrics = json.loads((out / "metrics.json").read_text())
         # The kNN targets again with plain Euclidean distances and 1/d weights (AstroCLIP's protocol), beside
         # the default whitening and weights' exponent chosen on val, so that the two can be told apart.
@@ -82,8 +89,10 @@ def main() -> None:
             results[-1]["power_chosen"] = [r["chosen"]["power"] for r in knn_records]
             results[-1]["plain_euclidean"] = {k: round(plain[modality][k], 4) for k in ("r2", "nmad")}
     table = [{"modality": m, "method": p, "label_fraction": f, **{k: round(e["mean"][k], 4) for k in
-              ("r2", "nmad", "outlier_fraction", "coverage_68", "coverage_95")}}
+              ("r2", "nmad", "outlier_fraction", "coverage_68", "coverage_95", "width_68", "coverage_68_adaptive",
+               "coverage_95_adaptive", "width_68_adaptive")}}
              for (m, p, f), e in sorted(summary.items())]
+    binned = _coverage_in_bins(metrics["records"]) if args.coverage_by != "none" else []
     ceilings = {} if args.no_ceilings else {
         name: {"columns": c["columns"], **{k: round(v, 4) for k, v in c["mean"].items()}}
         for name, c in information_ceilings(EmbeddingStore.open(args.embeddings), args.target, seeds=1).items()}
@@ -95,8 +104,27 @@ def main() -> None:
             result["measured_reference"] = measured[result["modality"]]["r2"]
     print(json.dumps({"benchmark": "downstream_quality", "embeddings": args.embeddings, "target": args.target,
                       "seeds": args.seeds, "targets": results, "table": table, "information_ceilings": ceilings,
-                      "measured_references": measured,
+                      "measured_references": measured, "coverage_by": binned,
                       "seconds": round(time.perf_counter() - start, 1)}))
+
+
+def _coverage_in_bins(records: list[dict]) -> list[dict]:
+    """Per modality and method (all labels, seed 0): coverage in the label's bins, fixed against adaptive,
+    and the worst bin's distance from the nominal level."""
+    out = []
+    for r in records:
+        if r["label_fraction"] != 1.0 or r["seed"] != 0:
+            continue
+        by = r["coverage_by"]
+        entry = {"modality": r["modality"], "method": r["method"], "label": by["label"],
+                 "edges": [round(e, 2) for e in by["edges"]]}
+        for tag in (68, 95):
+            for kind in (f"coverage_{tag}", f"coverage_{tag}_adaptive"):
+                values = [v for v in by[kind] if v is not None]
+                entry[kind] = [round(v, 3) for v in values]
+                entry[f"{kind}_worst_gap"] = round(max(abs(v - tag / 100) for v in values), 3)
+        out.append(entry)
+    return out
 
 
 def _rounded(reference: dict) -> dict:

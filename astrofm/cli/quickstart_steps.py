@@ -137,12 +137,14 @@ def retrieval(config: QuickstartConfig, embeddings: Path) -> dict[str, Any]:
 
 def regression(config: QuickstartConfig, embeddings: Path) -> dict[str, Any]:
     """Redshift, stellar mass and specific star formation rate from spectrum and image embeddings (each
-    label on its own, as AstroCLIP reports them): kNN and the MLP probe, 10% and all labels."""
+    label on its own, as AstroCLIP reports them): kNN and the MLP probe, 10% and all labels, with the
+    intervals' coverage in bins of r magnitude (the mock has it: bright and faint galaxies alike?)."""
     from downstream.regression import RegressionConfig, write_report
 
     out = write_report(RegressionConfig(embeddings=str(embeddings), out=str(config.root / "regression"),
                                         targets=list(REGRESSION_TARGETS), modalities=["spectrum", "image"],
-                                        methods=["knn", "mlp"], label_fractions=[0.1, 1.0], seeds=1))
+                                        methods=["knn", "mlp"], label_fractions=[0.1, 1.0], seeds=1,
+                                        coverage_by="mag_r"))
     return _read_json(out / "metrics.json")
 
 

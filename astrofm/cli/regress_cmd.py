@@ -44,6 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--predict", nargs="+", default=[], metavar="EMB_DIR",
                         help="other embedding folders of the same model whose objects predictions.parquet "
                              "also predicts (e.g. a survey without redshifts)")
+    parser.add_argument("--coverage-by", default=None, metavar="LABEL",
+                        help="also report the intervals' test coverage in 5 equal-count bins of this label "
+                             "(e.g. mag_r: do they hold for faint objects as for bright ones?)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                               modalities=list(args.modality), methods=list(args.method),
                               label_fractions=list(args.label_fraction), seeds=args.seeds, k=args.k,
                               knn_whiten=args.knn_whiten, knn_power=args.knn_power, predict=list(args.predict),
+                              coverage_by=args.coverage_by,
                               redshift_like={"auto": None, "yes": True, "no": False}[args.redshift_like],
                               overwrite=args.overwrite, progress=not args.no_progress)
     out = write_report(config)
@@ -97,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         mean = entry["mean"]
         print(f"{entry['target']:16s} {entry['modality']:10s} {entry['method']:8s} f={entry['label_fraction']:<5g} "
               f"R2 {mean['r2']:.4f}  NMAD {mean['nmad']:.4f}  outliers {mean['outlier_fraction']:.4f}  "
-              f"cov68 {mean['coverage_68']:.3f}  cov95 {mean['coverage_95']:.3f}"
+              f"cov68 {mean['coverage_68']:.3f}  cov95 {mean['coverage_95']:.3f}  "
+              f"adaptive {mean['coverage_68_adaptive']:.3f} / {mean['coverage_95_adaptive']:.3f}"
               + (f"  NLL {mean['nll']:.4f}" if "nll" in mean else ""))
     print(f"report written to {out}")
     return 0

@@ -51,6 +51,8 @@ def calibration(folder: Path, shown: dict[str, dict[str, dict[str, dict]]], leve
                 if "curve_recal" in arrays:
                     ax.plot(levels, arrays["curve_recal"], ls=":", color=line.get_color(),
                             label=f"{modality} {method} (sigma x s, fitted on val)")
+                ax.plot(levels, arrays["curve_adaptive"], ls="--", color=line.get_color(),
+                        label=f"{modality} {method} (adaptive conformal)")
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
         ax.set(xlabel="nominal coverage", ylabel="empirical coverage on test",
                xlim=(0, 1), ylim=(0, 1), title=f"interval calibration: {target}")
@@ -59,6 +61,37 @@ def calibration(folder: Path, shown: dict[str, dict[str, dict[str, dict]]], leve
     fig.savefig(folder / "calibration.png", dpi=110)
     plt.close(fig)
     return "calibration.png"
+
+
+def coverage_by(folder: Path, records: list[dict[str, Any]], label: str, fraction: float) -> str:
+    """A row per target, a panel per modality and level: test coverage in bins of `label` for every method,
+    its main intervals (solid) against the adaptive ones (dashed); seed 0, the largest label fraction."""
+    plt = _pyplot()
+    shown = [r for r in records if r["seed"] == 0 and r["label_fraction"] == fraction and "coverage_by" in r]
+    targets = list(dict.fromkeys(r["target"] for r in shown))
+    modalities = list(dict.fromkeys(r["modality"] for r in shown))
+    panels = [(m, tag) for m in modalities for tag in (68, 95)]
+    fig, axes = plt.subplots(len(targets), len(panels), figsize=(4.5 * len(panels), 4 * len(targets)), squeeze=False)
+    for row, target in zip(axes, targets, strict=True):
+        for ax, (modality, tag) in zip(row, panels, strict=True):
+            for record in (r for r in shown if r["target"] == target and r["modality"] == modality):
+                bins = record["coverage_by"]
+                edges = np.asarray(bins["edges"])
+                centres = 0.5 * (edges[:-1] + edges[1:])
+                main = [np.nan if v is None else v for v in bins[f"coverage_{tag}"]]
+                adaptive = [np.nan if v is None else v for v in bins[f"coverage_{tag}_adaptive"]]
+                line, = ax.plot(centres, main, marker="o", label=f"{record['method']}")
+                ax.plot(centres, adaptive, marker="s", ls="--", color=line.get_color(),
+                        label=f"{record['method']} adaptive")
+            ax.axhline(tag / 100, color="k", ls=":", lw=1)
+            ax.set(xlabel=f"{label} (equal-count test bins)", ylabel="coverage on test",
+                   title=f"{target}, {modality}: {tag}% intervals")
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    name = f"coverage_by_{label}.png"
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return name
 
 
 def metric_vs_fraction(folder: Path, summary: list[dict[str, Any]]) -> str:
@@ -104,7 +137,11 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
               "seed 0) for the test objects, beside their truth, and for every object without the label "
               "(and of any --predict folder). Their coverage holds for objects exchangeable with the val split, "
               "not for a survey of other physics or selection."]
-    keys = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95")
+    keys = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95", "width_68",
+            "coverage_68_adaptive", "coverage_95_adaptive", "width_68_adaptive")
+    lines += ["", "Adaptive intervals (*_adaptive): split-conformal with a per-object scale (the gaussian's sigma, "
+              "else the label spread of the object's 32 nearest training neighbours), so the width follows how "
+              "hard each object is; the same guarantee on average, and closer to it for bright and faint alike."]
     if any("nll" in entry["mean"] for entry in metrics["summary"]):
         keys += ("nll",)
         lines += ["", "Method `gaussian`: intervals mean ± z·sigma from its own predicted sigma (coverage and nll "
@@ -116,7 +153,32 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
         lines.append(f"| {entry['target']} | {entry['modality']} | {entry['method']} | {entry['label_fraction']:g} | "
                      f"{entry['n_train']} | "
                      + " | ".join(_fmt(entry, key) if key in entry["mean"] else "" for key in keys) + " |")
-    return "\n".join(lines + _knn_choices(metrics["records"])) + "\n"
+    return "\n".join(lines + _knn_choices(metrics["records"]) + _coverage_by_table(metrics)) + "\n"
+
+
+def _coverage_by_table(metrics: dict[str, Any]) -> list[str]:
+    """68% coverage in the `coverage_by` bins, main against adaptive intervals (seed 0, largest fraction)."""
+    label = metrics["config"].get("coverage_by")
+    if not label:
+        return []
+    fraction = metrics["config"]["label_fractions"][-1]
+    shown = [r for r in metrics["records"] if r["seed"] == 0 and r["label_fraction"] == fraction]
+    edges = shown[0]["coverage_by"]["edges"]
+    bins = [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    lines = ["", f"68% coverage on test in bins of `{label}` (seed 0, label fraction {fraction:g}; "
+             f"bins of the first probe: {', '.join(bins)}), main / adaptive intervals:", "",
+             "| target | modality | method | " + " | ".join(f"bin {i + 1}" for i in range(len(bins))) + " |",
+             "|---" * (3 + len(bins)) + "|"]
+
+    def cell(a, b):
+        return "" if a is None or b is None else f"{a:.2f} / {b:.2f}"
+
+    for r in shown:
+        by = r["coverage_by"]
+        lines.append(f"| {r['target']} | {r['modality']} | {r['method']} | "
+                     + " | ".join(cell(a, b) for a, b in zip(by["coverage_68"], by["coverage_68_adaptive"], strict=True))
+                     + " |")
+    return lines
 
 
 def _knn_choices(records: list[dict[str, Any]]) -> list[str]:

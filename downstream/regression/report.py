@@ -13,13 +13,19 @@ Intervals: knn, linear and mlp get split-conformal intervals (fixed width, calib
 probabilistic `gaussian` method gets mean +- z sigma from its own predicted sigma: coverage_68/95,
 width_68/95 (mean width on test) and nll use that raw sigma; the *_recal keys use sigma times the
 scale s fitted on val (chosen["sigma_scale"]), so that val z-scores have unit variance.
+Every method also gets adaptive split-conformal intervals (*_adaptive keys; conformal.calibrate_scaled):
+p +- q u with u the object's own scale, the gaussian's sigma or, for the point probes, the label spread of
+its nearest training neighbours (probes.neighbour_spread), q calibrated on val. With `coverage_by` (a label
+such as mag_r), each record's "coverage_by" holds the test coverage of both kinds in equal-count bins of it:
+whether the intervals hold for bright and faint objects alike, not only on average.
 
 Output: REPORT_DIR/metrics.json {"config", "records": one per (target, modality, method, label_fraction,
 seed), "summary": mean and std over seeds}, pred_vs_true_{modality}.png (a row per target), calibration.png
 and metric_vs_fraction.png (a panel row per target), report.md, and predictions.parquet: the catalogue
 of the probes fitted on the largest label fraction with seed 0, for the test objects (beside their
 truth), every object whose target is missing (in any split) and every object of the `predict` stores,
-with 68% and 95% intervals (conformal, or for `gaussian` mean +- z sigma with sigma recalibrated on val).
+with 68% and 95% intervals (conformal, or for `gaussian` mean +- z sigma with sigma recalibrated on val), and
+the adaptive ones (lower_68_adaptive ...).
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ SPLITS = ("train", "val", "test")
 CURVE_LEVELS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 PREDICTIONS = "predictions.parquet"
 SUMMARY_KEYS = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95",
-                "width_68", "width_95", "nll", "coverage_68_recal", "coverage_95_recal", "nll_recal")
+                "width_68", "width_95", "coverage_68_adaptive", "coverage_95_adaptive", "width_68_adaptive",
+                "width_95_adaptive", "nll", "coverage_68_recal", "coverage_95_recal", "nll_recal")
+COVERAGE_BINS = 5  # equal-count bins of the `coverage_by` label on test
 
 
 @dataclass
@@ -66,6 +74,8 @@ class RegressionConfig:
     # other embedding folders (made by the same model) whose objects predictions.parquet also predicts,
     # e.g. a photometric survey without redshifts; their labels, where they have them, stand beside
     predict: list[str] = field(default_factory=list)
+    # a label (e.g. mag_r) in whose equal-count test bins the coverage of both interval kinds is reported
+    coverage_by: str | None = None
     overwrite: bool = False
     progress: bool = True  # a bar over the fits (target x modality x method x fraction x seed) on stderr
 
@@ -76,6 +86,7 @@ class Split:
     x: np.ndarray  # (N, D) float32
     y: np.ndarray  # (N,) float64
     splits: list[str] | None = None  # each row's split where the rows mix them (unlabelled rows)
+    strata: np.ndarray | None = None  # (N,) the `coverage_by` label, where the report asks for it
 
 
 def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -117,16 +128,19 @@ class ModalityRows:
             return np.full(len(self.ids), np.nan)
         return label_values(self.labels, target, f"{self.path} ({self.label_source})")[self.rows]
 
-    def splits(self, target: str) -> dict[str, Split]:
-        """split -> rows with a finite `target`; a split with fewer than 2 such rows raises."""
+    def splits(self, target: str, strata: str | None = None) -> dict[str, Split]:
+        """split -> rows with a finite `target` (and their `strata` label); a split with fewer than 2 such rows
+        raises."""
         y = self.values(target)
+        by = None if strata is None else self.values(strata)
         out = {}
         for name in SPLITS:
             keep = np.flatnonzero((self.split == name) & np.isfinite(y))
             if keep.size < 2:
                 raise ValueError(f"{self.path}: the {name} split has {keep.size} {self.name} objects "
                                  f"with a finite {target!r}; need at least 2")
-            out[name] = Split([self.ids[i] for i in keep], self.x[keep], y[keep])
+            out[name] = Split([self.ids[i] for i in keep], self.x[keep], y[keep],
+                              strata=None if by is None else by[keep])
         return out
 
     def unlabelled(self, target: str) -> Split:
@@ -170,46 +184,114 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
     ((embedding folder, rows) pairs), the arrays also hold arrays["catalogue"]: predictions.parquet's
     columns for those rows."""
     subset = label_subset(len(train.y), fraction, seed)
-    probe = probes.PROBES[method](train.x[subset], train.y[subset], val.x, val.y, k=config.k,
+    x_fit, y_fit = train.x[subset], train.y[subset]
+    probe = probes.PROBES[method](x_fit, y_fit, val.x, val.y, k=config.k,
                                   whiten=config.knn_whiten, power=config.knn_power, seed=seed)
-    p_test = probe.predict(test.x)
+    p_test, p_val = probe.predict(test.x), probe.predict(val.x)
     record: dict[str, Any] = {"method": method, "label_fraction": fraction, "seed": seed,
                               "n_train": int(subset.size), "n_val": len(val.y), "n_test": len(test.y),
                               "chosen": probe.chosen, **point_metrics(test.y, p_test, redshift_like)}
-    if probe.predict_sigma is not None:
-        sigma = probe.predict_sigma(test.x)
-        record.update(sigma_intervals(test.y, p_test, sigma))
-        record.update({f"{key}_recal": value for key, value in
-                       sigma_intervals(test.y, p_test, sigma * probe.chosen["sigma_scale"]).items()})
-        curves = [[coverage(test.y, p_test - normal_z(a) * s, p_test + normal_z(a) * s) for a in CURVE_LEVELS]
-                  for s in (sigma, sigma * probe.chosen["sigma_scale"])]
-        arrays = {"y": test.y, "p": p_test, "sigma": sigma, "curve": np.array(curves[0]),
-                  "curve_recal": np.array(curves[1])}
-        if predict_for is not None:
-            # the catalogue's sigma is the recalibrated one: val z-scores of unit variance
-            arrays["catalogue"] = catalogue(probe, predict_for, lambda x: probe.chosen["sigma_scale"]
-                                            * probe.predict_sigma(x), None)
-        return record, arrays
-    half = conformal.calibrate(val.y, probe.predict(val.x), levels=conformal.LEVELS + CURVE_LEVELS)
-    for level in conformal.LEVELS:
-        tag = int(round(level * 100))
-        record[f"coverage_{tag}"] = coverage(test.y, *conformal.intervals(p_test, half[level]))
-        record[f"width_{tag}"] = 2 * half[level]
-    curve = [coverage(test.y, *conformal.intervals(p_test, half[level])) for level in CURVE_LEVELS]
-    arrays = {"y": test.y, "p": p_test, "curve": np.array(curve)}
+    arrays: dict[str, Any] = {"y": test.y, "p": p_test}
+    # coverage key -> test (lower, upper) of each interval kind, for coverage_by
+    bounds, half = main_intervals(probe, p_val, p_test, val, test, record, arrays)
+    scale = interval_scale(probe, x_fit, y_fit, val, config, seed)
+    multiplier = adaptive_intervals(scale, p_val, p_test, val, test, record, arrays, bounds)
+    if test.strata is not None:
+        record["coverage_by"] = coverage_in_bins(test.y, test.strata, bounds, config.coverage_by)
     if predict_for is not None:
-        arrays["catalogue"] = catalogue(probe, predict_for, None, half)
+        # the gaussian's catalogue sigma is the recalibrated one: val z-scores of unit variance
+        sigma_of = None if probe.predict_sigma is None else (
+            lambda x: probe.chosen["sigma_scale"] * probe.predict_sigma(x))
+        arrays["catalogue"] = catalogue(probe, predict_for, sigma_of, half, scale, multiplier)
     return record, arrays
 
 
-def catalogue(probe, parts: list[tuple[str, Split]], sigma_of, half: dict[float, float] | None) -> dict[str, list]:
+def main_intervals(probe: probes.Probe, p_val: np.ndarray, p_test: np.ndarray, val: Split, test: Split,
+                   record: dict[str, Any], arrays: dict[str, Any]):
+    """The gaussian's mean +- z sigma (raw and recalibrated), or the point probes' fixed-width conformal
+    intervals: their keys into `record` and curves into `arrays`; returns (bounds on test, conformal half-widths
+    or None)."""
+    bounds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if probe.predict_sigma is not None:
+        sigma = probe.predict_sigma(test.x)
+        scaled = sigma * probe.chosen["sigma_scale"]
+        record.update(sigma_intervals(test.y, p_test, sigma))
+        record.update({f"{key}_recal": value for key, value in sigma_intervals(test.y, p_test, scaled).items()})
+        for level in conformal.LEVELS:
+            tag, z = int(round(level * 100)), normal_z(level)
+            bounds[f"coverage_{tag}"] = (p_test - z * sigma, p_test + z * sigma)
+            bounds[f"coverage_{tag}_recal"] = (p_test - z * scaled, p_test + z * scaled)
+        curves = [[coverage(test.y, p_test - normal_z(a) * s, p_test + normal_z(a) * s) for a in CURVE_LEVELS]
+                  for s in (sigma, scaled)]
+        arrays.update({"sigma": sigma, "curve": np.array(curves[0]), "curve_recal": np.array(curves[1])})
+        return bounds, None
+    half = conformal.calibrate(val.y, p_val, levels=conformal.LEVELS + CURVE_LEVELS)
+    for level in conformal.LEVELS:
+        tag = int(round(level * 100))
+        bounds[f"coverage_{tag}"] = conformal.intervals(p_test, half[level])
+        record[f"coverage_{tag}"] = coverage(test.y, *bounds[f"coverage_{tag}"])
+        record[f"width_{tag}"] = 2 * half[level]
+    arrays["curve"] = np.array([coverage(test.y, *conformal.intervals(p_test, half[a])) for a in CURVE_LEVELS])
+    return bounds, half
+
+
+def adaptive_intervals(scale, p_val: np.ndarray, p_test: np.ndarray, val: Split, test: Split,
+                       record: dict[str, Any], arrays: dict[str, Any], bounds: dict) -> dict[float, float]:
+    """p +- q scale(x), q calibrated on val: the *_adaptive keys into `record`, the curve into `arrays`, the
+    test bounds into `bounds`; returns q per level."""
+    u_test = scale(test.x)
+    multiplier = conformal.calibrate_scaled(val.y, p_val, scale(val.x), levels=conformal.LEVELS + CURVE_LEVELS)
+    for level in conformal.LEVELS:
+        tag = int(round(level * 100))
+        lower, upper = bounds[f"coverage_{tag}_adaptive"] = conformal.intervals(p_test, multiplier[level] * u_test)
+        record[f"coverage_{tag}_adaptive"] = coverage(test.y, lower, upper)
+        record[f"width_{tag}_adaptive"] = float(np.mean(upper - lower))
+    arrays["curve_adaptive"] = np.array([coverage(test.y, *conformal.intervals(p_test, multiplier[a] * u_test))
+                                         for a in CURVE_LEVELS])
+    return multiplier
+
+
+def interval_scale(probe: probes.Probe, x_fit: np.ndarray, y_fit: np.ndarray, val: Split, config: RegressionConfig,
+                   seed: int):
+    """x -> (N,) the adaptive intervals' per-object scale: the gaussian's own sigma; for the point probes the
+    label spread of the nearest training neighbours in the kNN probe's distance space (for linear and mlp a
+    kNN probe is fitted on the same rows to choose that space)."""
+    if probe.predict_sigma is not None:
+        return probe.predict_sigma
+    space = probe.space
+    if space is None:
+        space = probes.PROBES["knn"](x_fit, y_fit, val.x, val.y, k=config.k, whiten=config.knn_whiten,
+                                     power=config.knn_power, seed=seed).space
+    return probes.neighbour_spread(x_fit, y_fit, space)
+
+
+def coverage_in_bins(y: np.ndarray, strata: np.ndarray, bounds: dict[str, tuple[np.ndarray, np.ndarray]],
+                     label: str | None) -> dict[str, Any]:
+    """Test coverage of each interval kind in COVERAGE_BINS equal-count bins of `strata` (rows where it is NaN
+    are left out; a bin without rows, from tied values, has coverage None)."""
+    finite = np.isfinite(strata)
+    if not finite.any():
+        raise ValueError(f"coverage_by {label!r}: no test object has a finite value")
+    edges = np.quantile(strata[finite], np.linspace(0.0, 1.0, COVERAGE_BINS + 1))
+    which = np.clip(np.searchsorted(edges, strata, side="right") - 1, 0, COVERAGE_BINS - 1)
+    rows = [finite & (which == b) for b in range(COVERAGE_BINS)]
+    out: dict[str, Any] = {"label": label, "edges": edges.tolist(), "n": [int(r.sum()) for r in rows]}
+    for key, (lower, upper) in bounds.items():
+        inside = (y >= lower) & (y <= upper)
+        out[key] = [float(inside[r].mean()) if r.any() else None for r in rows]
+    return out
+
+
+def catalogue(probe, parts: list[tuple[str, Split]], sigma_of, half: dict[float, float] | None, scale,
+              multiplier: dict[float, float]) -> dict[str, list]:
     """Columns of predictions.parquet for one probe and the rows of `parts` ((embedding folder, rows);
     rows without a split list are test rows), truth null where NaN; intervals mean +- z sigma where
-    `sigma_of` is given, else the conformal `half`."""
+    `sigma_of` is given, else the conformal `half`; the adaptive ones p +- multiplier * scale(x)."""
     x = np.concatenate([rows.x for _, rows in parts])
     y = np.concatenate([rows.y for _, rows in parts])
     predicted = probe.predict(x) if len(x) else np.zeros(0)
     sigma = None if sigma_of is None else sigma_of(x) if len(x) else np.zeros(0)
+    u = scale(x) if len(x) else np.zeros(0)
     columns: dict[str, list] = {
         "embeddings": [source for source, rows in parts for _ in rows.ids],
         "id": [oid for _, rows in parts for oid in rows.ids],
@@ -222,6 +304,10 @@ def catalogue(probe, parts: list[tuple[str, Split]], sigma_of, half: dict[float,
         width = normal_z(level) * sigma if sigma is not None else half[level]
         columns[f"lower_{tag}"] = (predicted - width).tolist()
         columns[f"upper_{tag}"] = (predicted + width).tolist()
+    for level in conformal.LEVELS:
+        tag = int(round(level * 100))
+        columns[f"lower_{tag}_adaptive"] = (predicted - multiplier[level] * u).tolist()
+        columns[f"upper_{tag}_adaptive"] = (predicted + multiplier[level] * u).tolist()
     return columns
 
 
@@ -293,7 +379,7 @@ def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[st
                      for target in config.targets}
     # every target of every modality is read (and a bad one refused) before the first fit
     embeddings = {modality: load_modality(store, modality) for modality in config.modalities}
-    data = {(target, modality): rows.splits(target) for target in config.targets
+    data = {(target, modality): rows.splits(target, config.coverage_by) for target in config.targets
             for modality, rows in embeddings.items()}
     predict_for = catalogue_rows(config, store, embeddings, data)
     records, shown = [], {}
@@ -351,5 +437,7 @@ def write_report(config: RegressionConfig) -> Path:
         images = [plots.pred_vs_true(staging, m, {t: shown[t][m] for t in shown}, fraction) for m in modalities]
         images.append(plots.calibration(staging, shown, metrics["config"]["curve_levels"]))
         images.append(plots.metric_vs_fraction(staging, metrics["summary"]))
+        if config.coverage_by:
+            images.append(plots.coverage_by(staging, metrics["records"], config.coverage_by, fraction))
         (staging / "report.md").write_text(plots.markdown(metrics, images))
     return out

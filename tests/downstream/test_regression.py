@@ -26,13 +26,14 @@ def smooth_world(n: int, dim: int = 6, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 
 def write_store(folder, modalities: dict[str, np.ndarray], y: np.ndarray, splits: list[str],
-                ids: dict[str, list[str]] | None = None):
+                ids: dict[str, list[str]] | None = None, labels: dict[str, np.ndarray] | None = None):
     folder.mkdir()
     entries = {}
     for modality, vectors in modalities.items():
         oid = (ids or {}).get(modality) or [f"o{i:05d}" for i in range(len(vectors))]
+        extra = {name: values[: len(oid)] for name, values in (labels or {}).items()}
         pq.write_table(pa.table({"id": oid, "split": splits[: len(oid)], "embedding": vectors_array(vectors),
-                                 "redshift": y[: len(oid)], "mass": y[: len(oid)] * 2}),
+                                 "redshift": y[: len(oid)], "mass": y[: len(oid)] * 2, **extra}),
                        folder / f"{modality}.parquet")
         entries[modality] = {"file": f"{modality}.parquet", "count": len(oid)}
     dimension = next(iter(modalities.values())).shape[1]
@@ -162,6 +163,51 @@ def test_gaussian_interval_keys_by_hand():
     assert out["nll"] == pytest.approx(nll)
 
 
+def test_adaptive_conformal_multiplier_by_hand():
+    # scores |y - p| / u = 1, 0.5, 2, 4: at level 0.5, k = ceil(5 * 0.5) = 3 -> the third smallest, 2
+    y, p, u = np.array([1.0, 1.0, 4.0, 4.0]), np.zeros(4), np.array([1.0, 2.0, 2.0, 1.0])
+    assert conformal.calibrate_scaled(y, p, u, levels=(0.5,))[0.5] == pytest.approx(2.0)
+    lower, upper = conformal.intervals(np.array([0.0, 1.0]), 2.0 * np.array([0.5, 3.0]))
+    np.testing.assert_allclose(lower, [-1.0, -5.0])
+    np.testing.assert_allclose(upper, [1.0, 7.0])
+    with pytest.raises(ValueError, match="positive, finite scale"):
+        conformal.calibrate_scaled(y, p, np.array([1.0, 0.0, 1.0, 1.0]))
+
+
+def test_neighbour_spread_by_hand():
+    x = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]], dtype=np.float32)
+    y = np.array([1.0, 1.0, 1.0, 0.0, 2.0, 4.0])
+    spread = probes.neighbour_spread(x, y, lambda v: np.asarray(v, np.float32), k=3)
+    floor = probes.SPREAD_FLOOR * y.std()
+    # near 0 the three neighbours agree (spread = the floor); near 5 their labels 0, 2, 4 have std sqrt(8/3)
+    np.testing.assert_allclose(spread(np.array([[0.05], [5.05]], np.float32)), [floor, np.sqrt(8 / 3) + floor])
+    constant = probes.neighbour_spread(x[:1], y[:1], lambda v: np.asarray(v, np.float32))
+    assert constant(x)[0] == pytest.approx(1.0)  # one label: a constant, positive scale
+
+
+def test_adaptive_intervals_hold_where_the_noise_is_small_and_where_it_is_large(tmp_path):
+    x, y, noise_std = heteroscedastic_world(4000, seed=2)
+    splits = split_labels(4000, seed=2)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, splits, labels={"noise_level": noise_std})
+    result, _ = compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), methods=["knn", "gaussian"],
+                                         label_fractions=[1.0], seeds=1, coverage_by="noise_level", progress=False))
+    for record in result["records"]:
+        by = record["coverage_by"]
+        assert by["label"] == "noise_level" and len(by["edges"]) == report.COVERAGE_BINS + 1
+        assert sum(by["n"]) == splits.count("test")
+        assert abs(record["coverage_68_adaptive"] - 0.68) < 0.06 and abs(record["coverage_95_adaptive"] - 0.95) < 0.03
+        adaptive = np.abs(np.array(by["coverage_68_adaptive"]) - 0.68).max()  # the worst fifth of noise levels
+        if record["method"] == "gaussian":  # scaled by its own sigma, which follows the noise
+            assert adaptive < 0.1, by
+        else:  # one width for all is far too wide for the quiet fifth and too narrow for the noisiest
+            fixed = np.array(by["coverage_68"])
+            assert fixed[0] > 0.85 and fixed[-1] < 0.55, fixed
+            # the neighbours' label spread also holds the mean's variation across the neighbourhood, so it
+            # only narrows the gap (on this world 0.23 -> 0.13), and the 95% intervals are narrower on average
+            assert adaptive < np.abs(fixed - 0.68).max() - 0.06, by
+            assert record["width_95_adaptive"] < record["width_95"]
+
+
 def test_knn_is_distance_weighted_and_exact_matches_win():
     x_train = np.array([[0.0], [1.0], [3.0]], dtype=np.float32)
     y_train = np.array([0.0, 10.0, 30.0])
@@ -200,11 +246,21 @@ def test_no_test_object_is_used_to_fit_select_or_calibrate(tmp_path, monkeypatch
         seen["calibrate"] += 1
         return real_calibrate(y_cal, p_cal, levels)
 
+    real_calibrate_scaled = conformal.calibrate_scaled
+
+    def calibrate_scaled(y_cal, p_cal, scale_cal, levels=conformal.LEVELS):
+        assert {float(v) for v in y_cal} == val_y
+        seen["calibrate_scaled"] = seen.get("calibrate_scaled", 0) + 1
+        return real_calibrate_scaled(y_cal, p_cal, scale_cal, levels)
+
     monkeypatch.setattr(probes, "PROBES", {m: spy(f) for m, f in probes.PROBES.items()})
     monkeypatch.setattr(conformal, "calibrate", calibrate)
+    monkeypatch.setattr(conformal, "calibrate_scaled", calibrate_scaled)
     result, _ = compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), label_fractions=[0.1, 1.0],
                                          seeds=2))
-    assert seen == {"fit": 12, "calibrate": 12}  # 3 methods x 2 fractions x 2 seeds
+    # 3 methods x 2 fractions x 2 seeds, and for linear and mlp the kNN that chooses the adaptive
+    # intervals' neighbour space (8 more fits): none sees a test row
+    assert seen == {"fit": 20, "calibrate": 12, "calibrate_scaled": 12}
     n_train = splits.count("train")
     assert {r["n_train"] for r in result["records"]} == {round(0.1 * n_train), n_train}
     assert {r["n_test"] for r in result["records"]} == {splits.count("test")}
@@ -303,6 +359,36 @@ def test_predictions_catalogue_holds_test_and_unlabelled_objects_with_their_inte
             np.testing.assert_allclose(widths, record["width_95"])
         truth = {f"o{i:05d}": y[i] for i in range(600)}
         assert all(r["true"] == pytest.approx(truth[r["id"]]) for r in test)
+        # the adaptive intervals: the record's coverage, a width per object
+        for tag in (68, 95):
+            inside = [r[f"lower_{tag}_adaptive"] <= r["true"] <= r[f"upper_{tag}_adaptive"] for r in test]
+            assert np.mean(inside) == pytest.approx(record[f"coverage_{tag}_adaptive"])
+        adaptive = np.array([r["upper_68_adaptive"] - r["lower_68_adaptive"] for r in rows])
+        assert (adaptive > 0).all() and adaptive.std() > 0
+        assert all(r["lower_68_adaptive"] < r["predicted"] < r["upper_68_adaptive"] for r in rows)
+
+
+def test_coverage_by_a_label_through_the_cli(tmp_path, capsys):
+    x, y, noise_std = heteroscedastic_world(1500, seed=4)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, split_labels(1500, seed=4),
+                      labels={"mag_r": 18 + 4 * noise_std, "band": np.array(["r"] * 1500)})
+    out = tmp_path / "report"
+    assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "mass",
+                 "--method", "knn", "linear", "--label-fraction", "1", "--seeds", "1", "--coverage-by", "mag_r",
+                 "--no-progress", "--out", str(out)]) == 0
+    assert "adaptive" in capsys.readouterr().out
+    assert (out / "coverage_by_mag_r.png").stat().st_size > 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["config"]["coverage_by"] == "mag_r"
+    assert all(set(r["coverage_by"]) == {"label", "edges", "n", "coverage_68", "coverage_95", "coverage_68_adaptive",
+                                         "coverage_95_adaptive"} for r in result["records"])
+    markdown = (out / "report.md").read_text()
+    assert "![coverage_by_mag_r.png](coverage_by_mag_r.png)" in markdown and "bins of `mag_r`" in markdown
+    # a label the store lacks, or one that is not a number: one line naming it, nothing written
+    for label, message in (("mag_g", "no label 'mag_g'"), ("band", "label 'band' is not numeric")):
+        assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "mass",
+                     "--coverage-by", label, "--no-progress", "--out", str(tmp_path / label)]) == 1
+        assert message in capsys.readouterr().err and not (tmp_path / label).exists()
 
 
 def test_predict_for_another_store_of_the_same_model(tmp_path, capsys):
