@@ -179,10 +179,12 @@ def load_splits(store: EmbeddingStore, modality: str, target: str) -> dict[str, 
 
 def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float, seed: int,
              config: RegressionConfig, redshift_like: bool,
-             predict_for: list[tuple[str, Split]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+             predict_for: list[tuple[str, Split]] | None = None,
+             spaces: dict | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit one probe on a label subset of train, calibrate on val, measure on test. With `predict_for`
     ((embedding folder, rows) pairs), the arrays also hold arrays["catalogue"]: predictions.parquet's
-    columns for those rows."""
+    columns for those rows. `spaces` (fraction, seed) -> the kNN's distance space of these rows, shared by
+    the calls for one target and modality so that the kNN is fitted once for all methods."""
     subset = label_subset(len(train.y), fraction, seed)
     x_fit, y_fit = train.x[subset], train.y[subset]
     probe = probes.PROBES[method](x_fit, y_fit, val.x, val.y, k=config.k,
@@ -194,7 +196,8 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
     arrays: dict[str, Any] = {"y": test.y, "p": p_test}
     # coverage key -> test (lower, upper) of each interval kind, for coverage_by
     bounds, half = main_intervals(probe, p_val, p_test, val, test, record, arrays)
-    scale = interval_scale(probe, x_fit, y_fit, val, config, seed)
+    space = interval_space(probe, x_fit, y_fit, val, config, seed, {} if spaces is None else spaces, fraction)
+    scale = probe.predict_sigma or probes.neighbour_spread(x_fit, y_fit, space)
     multiplier = adaptive_intervals(scale, p_val, p_test, val, test, record, arrays, bounds)
     if test.strata is not None:
         record["coverage_by"] = coverage_in_bins(test.y, test.strata, bounds, config.coverage_by)
@@ -251,18 +254,19 @@ def adaptive_intervals(scale, p_val: np.ndarray, p_test: np.ndarray, val: Split,
     return multiplier
 
 
-def interval_scale(probe: probes.Probe, x_fit: np.ndarray, y_fit: np.ndarray, val: Split, config: RegressionConfig,
-                   seed: int):
-    """x -> (N,) the adaptive intervals' per-object scale: the gaussian's own sigma; for the point probes the
-    label spread of the nearest training neighbours in the kNN probe's distance space (for linear and mlp a
-    kNN probe is fitted on the same rows to choose that space)."""
+def interval_space(probe: probes.Probe, x_fit: np.ndarray, y_fit: np.ndarray, val: Split, config: RegressionConfig,
+                   seed: int, spaces: dict, fraction: float):
+    """The distance space of the point probes' adaptive scale (the label spread of the nearest training
+    neighbours): the kNN probe's own, or for linear and mlp that of a kNN probe fitted on the same rows
+    (once per label subset: cached in `spaces`); None for the gaussian, whose scale is its own sigma."""
     if probe.predict_sigma is not None:
-        return probe.predict_sigma
-    space = probe.space
-    if space is None:
-        space = probes.PROBES["knn"](x_fit, y_fit, val.x, val.y, k=config.k, whiten=config.knn_whiten,
-                                     power=config.knn_power, seed=seed).space
-    return probes.neighbour_spread(x_fit, y_fit, space)
+        return None
+    if probe.space is not None:
+        spaces[fraction, seed] = probe.space
+    if (fraction, seed) not in spaces:
+        spaces[fraction, seed] = probes.PROBES["knn"](x_fit, y_fit, val.x, val.y, k=config.k, whiten=config.knn_whiten,
+                                                      power=config.knn_power, seed=seed).space
+    return spaces[fraction, seed]
 
 
 def coverage_in_bins(y: np.ndarray, strata: np.ndarray, bounds: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -383,6 +387,7 @@ def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[st
             for modality, rows in embeddings.items()}
     predict_for = catalogue_rows(config, store, embeddings, data)
     records, shown = [], {}
+    spaces: dict[tuple[str, str], dict] = {}  # (target, modality) -> the kNN distance space per label subset
     fractions = sorted(set(config.label_fractions))
     fits = [(target, modality, method, fraction, seed) for target, modality in data for method in config.methods
             for fraction in fractions for seed in range(config.seeds)]
@@ -392,7 +397,8 @@ def compute(config: RegressionConfig) -> tuple[dict[str, Any], dict[str, dict[st
         splits = data[target, modality]
         shows = fraction == fractions[-1] and seed == 0  # plotted, and the predictions catalogue
         record, arrays = evaluate(splits["train"], splits["val"], splits["test"], method, fraction, seed, config,
-                                  redshift_like[target], predict_for[target, modality] if shows else None)
+                                  redshift_like[target], predict_for[target, modality] if shows else None,
+                                  spaces.setdefault((target, modality), {}))
         records.append({"target": target, "modality": modality, **record})
         if shows:
             shown.setdefault(target, {}).setdefault(modality, {})[method] = arrays

@@ -258,9 +258,13 @@ def test_no_test_object_is_used_to_fit_select_or_calibrate(tmp_path, monkeypatch
     monkeypatch.setattr(conformal, "calibrate_scaled", calibrate_scaled)
     result, _ = compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), label_fractions=[0.1, 1.0],
                                          seeds=2))
-    # 3 methods x 2 fractions x 2 seeds, and for linear and mlp the kNN that chooses the adaptive
-    # intervals' neighbour space (8 more fits): none sees a test row
-    assert seen == {"fit": 20, "calibrate": 12, "calibrate_scaled": 12}
+    # 3 methods x 2 fractions x 2 seeds; linear and mlp reuse the kNN's distance space for their adaptive
+    # intervals (no refit); none sees a test row
+    assert seen == {"fit": 12, "calibrate": 12, "calibrate_scaled": 12}
+    seen.update(fit=0, calibrate=0, calibrate_scaled=0)
+    compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), methods=["mlp"], label_fractions=[1.0],
+                             seeds=1))
+    assert seen == {"fit": 2, "calibrate": 1, "calibrate_scaled": 1}  # without a kNN probe, one kNN fit for the space
     n_train = splits.count("train")
     assert {r["n_train"] for r in result["records"]} == {round(0.1 * n_train), n_train}
     assert {r["n_test"] for r in result["records"]} == {splits.count("test")}
