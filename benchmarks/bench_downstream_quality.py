@@ -16,8 +16,8 @@ dataset the embeddings came from) it also reports the measured-image reference
 the noisy images themselves, i.e. what classical photometry and shapes get from what the encoder sees.
 
 Coverage is also reported where it matters to a survey: in five equal-count test bins of --coverage-by
-(default mag_r), for the fixed-width conformal intervals and the adaptive ones (a width per object), with
-the worst bin's distance from the nominal level.
+(default mag_r), for the fixed-width conformal intervals and the adaptive ones (a width per object,
+--adaptive-scale residual or spread), with the worst bin's distance from the nominal level.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--no-ceilings", action="store_true", help="skip the information ceilings")
     parser.add_argument("--coverage-by", default="mag_r", metavar="LABEL",
                         help="label whose test bins the coverage is reported in (default: mag_r; 'none': skip)")
+    parser.add_argument("--adaptive-scale", choices=["residual", "spread"], default="residual",
+                        help="the point probes' adaptive interval scale (astrofm regress --adaptive-scale)")
     parser.add_argument("--data", metavar="DATA_DIR",
                         help="the embedded dataset: adds the measured-image reference (about a minute)")
     args = parser.parse_args()
@@ -66,7 +68,8 @@ def main() -> None:
         write_report(RegressionConfig(embeddings=args.embeddings, out=str(out), targets=[args.target],
                                       modalities=["spectrum", "image"], methods=["knn", "mlp"],
                                       label_fractions=LABEL_FRACTIONS, seeds=args.seeds, overwrite=True,
-                                      coverage_by=None if args.coverage_by == "none" else args.coverage_by))
+                                      coverage_by=None if args.coverage_by == "none" else args.coverage_by,
+                                      adaptive_scale=args.adaptive_scale))
         metrics = json.loads((out / "metrics.json").read_text())
         # The kNN targets again with plain Euclidean distances and 1/d weights (AstroCLIP's protocol), beside
         # the default whitening and weights' exponent chosen on val, so that the two can be told apart.
@@ -103,7 +106,7 @@ def main() -> None:
         if result["metric"] == "r2" and result["modality"] in measured:
             result["measured_reference"] = measured[result["modality"]]["r2"]
     print(json.dumps({"benchmark": "downstream_quality", "embeddings": args.embeddings, "target": args.target,
-                      "seeds": args.seeds, "targets": results, "table": table, "information_ceilings": ceilings,
+                      "seeds": args.seeds, "adaptive_scale": args.adaptive_scale, "targets": results, "table": table, "information_ceilings": ceilings,
                       "measured_references": measured, "coverage_by": binned,
                       "seconds": round(time.perf_counter() - start, 1)}))
 

@@ -47,6 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--coverage-by", default=None, metavar="LABEL",
                         help="also report the intervals' test coverage in 5 equal-count bins of this label "
                              "(e.g. mag_r: do they hold for faint objects as for bright ones?)")
+    parser.add_argument("--adaptive-scale", choices=["residual", "spread"], default="residual",
+                        help="the width per object of the point probes' adaptive intervals: 'residual', the "
+                             "probe's own mean training error among the object's 32 nearest training neighbours "
+                             "(leave-one-out for kNN); 'spread', those neighbours' label spread (default: residual)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                               modalities=list(args.modality), methods=list(args.method),
                               label_fractions=list(args.label_fraction), seeds=args.seeds, k=args.k,
                               knn_whiten=args.knn_whiten, knn_power=args.knn_power, predict=list(args.predict),
-                              coverage_by=args.coverage_by,
+                              coverage_by=args.coverage_by, adaptive_scale=args.adaptive_scale,
                               redshift_like={"auto": None, "yes": True, "no": False}[args.redshift_like],
                               overwrite=args.overwrite, progress=not args.no_progress)
     out = write_report(config)

@@ -139,8 +139,12 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
               "not for a survey of other physics or selection."]
     keys = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95", "width_68",
             "coverage_68_adaptive", "coverage_95_adaptive", "width_68_adaptive")
+    point_scale = {"residual": "the probe's mean absolute training residual (leave-one-out for kNN) over the "
+                               "object's 32 nearest training neighbours",
+                   "spread": "the label spread of the object's 32 nearest training neighbours"}[
+        config.get("adaptive_scale", "spread")]
     lines += ["", "Adaptive intervals (*_adaptive): split-conformal with a per-object scale (the gaussian's sigma, "
-              "else the label spread of the object's 32 nearest training neighbours), so the width follows how "
+              f"else {point_scale}), so the width follows how "
               "hard each object is; the same guarantee on average, and closer to it for bright and faint alike."]
     if any("nll" in entry["mean"] for entry in metrics["summary"]):
         keys += ("nll",)

@@ -14,8 +14,14 @@ hyper-parameters or stop early), and returns a `Probe`: a predict function plus 
             standard deviation, and `chosen["sigma_scale"]` the factor s fitted on val so that the val
             z-scores (y - mean) / (s sigma) have unit variance (a variance recalibration)
 
-`neighbour_spread` is the per-object scale of the adaptive conformal intervals (conformal.calibrate_scaled)
-for the point probes: how much the labels of an object's nearest training neighbours disagree.
+The point probes' adaptive conformal intervals (conformal.calibrate_scaled) need a per-object scale that
+depends on x and the training rows only. Two are offered (ADAPTIVE_SCALES):
+    residual  `neighbour_residual`: the mean absolute training residual of the probe itself over an object's
+              nearest training neighbours: how wrong this probe is around there (the kNN's residuals are
+              leave-one-out, `Probe.train_residuals`, else every training row would be its own match);
+    spread    `neighbour_spread`: the standard deviation of those neighbours' labels. It also holds how much
+              the mean varies across the neighbourhood, which is not an error, so it narrows the coverage
+              gap between quiet and noisy objects less.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ KNN_POWER_GRID = (1, 2, 4)
 # to stay local.
 SPREAD_K = 32
 SPREAD_FLOOR = 0.01  # of the training labels' standard deviation: keeps a scale positive where neighbours agree
+ADAPTIVE_SCALES = ("residual", "spread")  # the point probes' adaptive interval scales, the default first
 
 
 @dataclass
@@ -52,6 +59,9 @@ class Probe:
     chosen: dict[str, Any] = field(default_factory=dict)  # the hyper-parameters used
     predict_sigma: Callable[[np.ndarray], np.ndarray] | None = None  # (N, D) -> (N,); probabilistic probes
     space: Callable[[np.ndarray], np.ndarray] | None = None  # the kNN's distance space (whitening or none)
+    # () -> (N_train,) |y - prediction| on the training rows (the kNN leaves each row out of its neighbours):
+    # computed on demand, for the adaptive intervals' `neighbour_residual` scale; None for the gaussian
+    train_residuals: Callable[[], np.ndarray] | None = None
 
 
 def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +122,22 @@ def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, k: int,
     return _weighted_mean(distance, np.asarray(y_train, np.float64)[nearest], power)
 
 
+def knn_leave_one_out(z_train: np.ndarray, y_train: np.ndarray, k: int, power: float = 1.0) -> np.ndarray:
+    """(N,) each training row's kNN prediction from the other training rows (its own row left out; where
+    exact duplicates tie with it, whichever faiss returns last is dropped instead); a lone row predicts
+    itself."""
+    n = len(z_train)
+    y_train = np.asarray(y_train, np.float64)
+    if n < 2:
+        return y_train.copy()
+    k = max(1, min(k, n - 1))
+    distance, nearest = _neighbours(z_train, z_train, k + 1)
+    # the first k columns that are not the row itself (a stable sort keeps faiss's nearest-first order)
+    columns = np.argsort(nearest == np.arange(n)[:, None], axis=1, kind="stable")[:, :k]
+    nearest = np.take_along_axis(nearest, columns, axis=1)
+    return _weighted_mean(np.take_along_axis(distance, columns, axis=1), y_train[nearest], power)
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -166,7 +192,26 @@ def fit_knn(x_train, y_train, x_val, y_val, k: int | None = None, whiten: float 
     transform = spaces[best_shrinkage]
     z_train = transform(x_train)
     return Probe(lambda x: knn_predict(z_train, y_train, transform(x), best_k, best_power),
-                 {"k": best_k, "whiten": best_shrinkage, "power": best_power, **chosen}, space=transform)
+                 {"k": best_k, "whiten": best_shrinkage, "power": best_power, **chosen}, space=transform,
+                 train_residuals=lambda: np.abs(y_train - knn_leave_one_out(z_train, y_train, best_k, best_power)))
+
+
+def _over_neighbours(x_train: np.ndarray, y_train: np.ndarray, values: np.ndarray,
+                     space: Callable[[np.ndarray], np.ndarray], k: int, reduce) -> Callable[[np.ndarray], np.ndarray]:
+    """x -> (N,) reduce(values of each row's k nearest training rows in `space`, axis=1) plus SPREAD_FLOOR of the
+    training labels' standard deviation (1 where they are all equal: a constant, positive scale)."""
+    z_train = space(np.asarray(x_train, np.float32))
+    values = np.asarray(values, np.float64)
+    k = max(1, min(k, len(z_train)))
+    floor = SPREAD_FLOOR * float(np.std(y_train)) or 1.0
+
+    def scale(x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros(0)
+        _, nearest = _neighbours(z_train, space(x), k)
+        return reduce(values[nearest], axis=1) + floor
+
+    return scale
 
 
 def neighbour_spread(x_train: np.ndarray, y_train: np.ndarray, space: Callable[[np.ndarray], np.ndarray],
@@ -174,18 +219,15 @@ def neighbour_spread(x_train: np.ndarray, y_train: np.ndarray, space: Callable[[
     """x -> (N,) standard deviation of the labels of each row's k nearest training rows in `space` (the kNN
     probe's distances), plus SPREAD_FLOOR of the training labels' spread: a difficulty per object that
     depends on x and the training rows only, as a conformal scale must."""
-    z_train = space(np.asarray(x_train, np.float32))
-    y_train = np.asarray(y_train, np.float64)
-    k = max(1, min(k, len(z_train)))
-    floor = SPREAD_FLOOR * float(y_train.std()) or 1.0  # one label, or all equal: a constant scale
+    return _over_neighbours(x_train, y_train, y_train, space, k, np.std)
 
-    def spread(x: np.ndarray) -> np.ndarray:
-        if len(x) == 0:
-            return np.zeros(0)
-        _, nearest = _neighbours(z_train, space(x), k)
-        return y_train[nearest].std(axis=1) + floor
 
-    return spread
+def neighbour_residual(x_train: np.ndarray, y_train: np.ndarray, residuals: np.ndarray,
+                       space: Callable[[np.ndarray], np.ndarray], k: int = SPREAD_K) -> Callable[[np.ndarray], np.ndarray]:
+    """x -> (N,) mean of the probe's absolute training `residuals` (Probe.train_residuals) over each row's k
+    nearest training rows in `space`, plus SPREAD_FLOOR of the training labels' spread: the probe's own error
+    around an object, from x and the training rows only."""
+    return _over_neighbours(x_train, y_train, residuals, space, k, np.mean)
 
 
 def fit_linear(x_train, y_train, x_val, y_val, alphas=RIDGE_ALPHAS, **_) -> Probe:
@@ -203,8 +245,14 @@ def fit_linear(x_train, y_train, x_val, y_val, alphas=RIDGE_ALPHAS, **_) -> Prob
         if best is None or mse < best[0]:
             best = (mse, alpha, coef)
     _, alpha, coef = best
-    return Probe(lambda x: ((np.asarray(x, np.float64) - mean) / scale) @ coef + y_mean,
-                 {"alpha": float(alpha), "val_mse": best[0]})
+
+    def predict(x):
+        return ((np.asarray(x, np.float64) - mean) / scale) @ coef + y_mean
+
+    # in-sample residuals: alpha is chosen on val, and with far more rows than features they differ little
+    # from leave-one-out ones
+    return Probe(predict, {"alpha": float(alpha), "val_mse": best[0]},
+                 train_residuals=lambda: np.abs(y_train - predict(x_train)))
 
 
 def mlp_trunk(in_dim: int, hidden: int = 64, dropout: float = 0.1, outputs: int = 1):
@@ -286,7 +334,10 @@ def fit_mlp(x_train, y_train, x_val, y_val, seed: int = 0, hidden: int = 64, dro
         with torch.no_grad():
             return net(features(x)).squeeze(1).double().numpy() * y_scale + y_mean
 
-    return Probe(predict, {"best_epoch": best_epoch, "epochs": epochs, "val_mse": best * y_scale ** 2})
+    # in-sample residuals: early stopping on val keeps this small network from fitting its training rows
+    # much more closely than new ones (cross-fitting would cost a network per fold for little change)
+    return Probe(predict, {"best_epoch": best_epoch, "epochs": epochs, "val_mse": best * y_scale ** 2},
+                 train_residuals=lambda: np.abs(np.asarray(y_train, np.float64) - predict(x_train)))
 
 
 LOG_VAR_RANGE = (-12.0, 6.0)  # clamp of the log-variance (standardised target units): keeps NLL finite

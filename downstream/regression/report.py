@@ -14,8 +14,10 @@ probabilistic `gaussian` method gets mean +- z sigma from its own predicted sigm
 width_68/95 (mean width on test) and nll use that raw sigma; the *_recal keys use sigma times the
 scale s fitted on val (chosen["sigma_scale"]), so that val z-scores have unit variance.
 Every method also gets adaptive split-conformal intervals (*_adaptive keys; conformal.calibrate_scaled):
-p +- q u with u the object's own scale, the gaussian's sigma or, for the point probes, the label spread of
-its nearest training neighbours (probes.neighbour_spread), q calibrated on val. With `coverage_by` (a label
+p +- q u with u the object's own scale, the gaussian's sigma or, for the point probes (`adaptive_scale`),
+the probe's mean absolute training residual over the object's nearest training neighbours
+(probes.neighbour_residual; the kNN's residuals leave-one-out) or those neighbours' label spread
+(probes.neighbour_spread), in the kNN probe's distance space; q calibrated on val. With `coverage_by` (a label
 such as mag_r), each record's "coverage_by" holds the test coverage of both kinds in equal-count bins of it:
 whether the intervals hold for bright and faint objects alike, not only on average.
 
@@ -76,6 +78,9 @@ class RegressionConfig:
     predict: list[str] = field(default_factory=list)
     # a label (e.g. mag_r) in whose equal-count test bins the coverage of both interval kinds is reported
     coverage_by: str | None = None
+    # the point probes' adaptive interval scale (probes.ADAPTIVE_SCALES): "residual", the probe's own training
+    # residuals around each object, or "spread", its neighbours' label spread
+    adaptive_scale: str = "residual"
     overwrite: bool = False
     progress: bool = True  # a bar over the fits (target x modality x method x fraction x seed) on stderr
 
@@ -197,7 +202,7 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
     # coverage key -> test (lower, upper) of each interval kind, for coverage_by
     bounds, half = main_intervals(probe, p_val, p_test, val, test, record, arrays)
     space = interval_space(probe, x_fit, y_fit, val, config, seed, {} if spaces is None else spaces, fraction)
-    scale = probe.predict_sigma or probes.neighbour_spread(x_fit, y_fit, space)
+    scale = probe.predict_sigma or point_scale(probe, x_fit, y_fit, space, config.adaptive_scale)
     multiplier = adaptive_intervals(scale, p_val, p_test, val, test, record, arrays, bounds)
     if test.strata is not None:
         record["coverage_by"] = coverage_in_bins(test.y, test.strata, bounds, config.coverage_by)
@@ -252,6 +257,14 @@ def adaptive_intervals(scale, p_val: np.ndarray, p_test: np.ndarray, val: Split,
     arrays["curve_adaptive"] = np.array([coverage(test.y, *conformal.intervals(p_test, multiplier[a] * u_test))
                                          for a in CURVE_LEVELS])
     return multiplier
+
+
+def point_scale(probe: probes.Probe, x_fit: np.ndarray, y_fit: np.ndarray, space, kind: str):
+    """A point probe's adaptive interval scale x -> u(x) of `kind` (probes.ADAPTIVE_SCALES), from its
+    training rows."""
+    if kind == "spread":
+        return probes.neighbour_spread(x_fit, y_fit, space)
+    return probes.neighbour_residual(x_fit, y_fit, probe.train_residuals(), space)
 
 
 def interval_space(probe: probes.Probe, x_fit: np.ndarray, y_fit: np.ndarray, val: Split, config: RegressionConfig,
@@ -337,6 +350,8 @@ def _check(config: RegressionConfig) -> None:
     for fraction in config.label_fractions:
         if not 0 < fraction <= 1:
             raise ValueError(f"label fraction {fraction} is not in (0, 1]")
+    if config.adaptive_scale not in probes.ADAPTIVE_SCALES:
+        raise ValueError(f"unknown adaptive scale {config.adaptive_scale!r}; choose from {list(probes.ADAPTIVE_SCALES)}")
     if config.seeds < 1:
         raise ValueError(f"--seeds {config.seeds}: need at least 1")
     if not config.targets:

@@ -185,12 +185,48 @@ def test_neighbour_spread_by_hand():
     assert constant(x)[0] == pytest.approx(1.0)  # one label: a constant, positive scale
 
 
-def test_adaptive_intervals_hold_where_the_noise_is_small_and_where_it_is_large(tmp_path):
+def test_knn_leave_one_out_by_hand():
+    z = np.array([[0.0], [1.0], [3.0], [3.0]], dtype=np.float32)
+    y = np.array([0.0, 1.0, 5.0, 7.0])
+    # k = 1, each row's nearest other row: 0 -> 1 (y 1), 1 -> 0 (y 0, distance 1 against 2 to row 2),
+    # and the duplicates 2, 3 -> each other (y 7 and 5), never themselves
+    np.testing.assert_allclose(probes.knn_leave_one_out(z, y, k=1), [1.0, 0.0, 7.0, 5.0])
+    # k = 2, weights 1/d, without row 3: row 0's neighbours 1 (d 1) and 2 (d 3) -> (1 + 5/3) / (1 + 1/3) = 2
+    assert probes.knn_leave_one_out(z[:3], y[:3], k=2)[0] == pytest.approx(2.0)
+    assert probes.knn_leave_one_out(z[:1], y[:1], k=4).tolist() == [0.0]  # a lone row predicts itself
+
+
+def test_training_residuals_of_the_point_probes():
+    x, y = smooth_world(300)
+    knn = probes.fit_knn(x[:200], y[:200], x[200:], y[200:], k=8, whiten=None, power=1)
+    loo = probes.knn_leave_one_out(x[:200], y[:200], k=8, power=1)
+    np.testing.assert_allclose(knn.train_residuals(), np.abs(y[:200] - loo))
+    assert knn.train_residuals().min() > 0  # no row is its own neighbour
+    for method in ("linear", "mlp"):
+        probe = probes.PROBES[method](x[:200], y[:200], x[200:], y[200:], max_epochs=5)
+        np.testing.assert_allclose(probe.train_residuals(), np.abs(y[:200] - probe.predict(x[:200])), rtol=1e-6)
+    assert probes.fit_gaussian(x[:200], y[:200], x[200:], y[200:], max_epochs=2).train_residuals is None
+
+
+def test_neighbour_residual_by_hand():
+    x = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]], dtype=np.float32)
+    y = np.array([1.0, 1.0, 1.0, 0.0, 2.0, 4.0])
+    residuals = np.array([0.1, 0.2, 0.3, 1.0, 2.0, 6.0])
+    scale = probes.neighbour_residual(x, y, residuals, lambda v: np.asarray(v, np.float32), k=3)
+    floor = probes.SPREAD_FLOOR * y.std()
+    np.testing.assert_allclose(scale(np.array([[0.05], [5.05]], np.float32)), [0.2 + floor, 3.0 + floor])
+
+
+@pytest.mark.parametrize("adaptive_scale", probes.ADAPTIVE_SCALES)
+def test_adaptive_intervals_hold_where_the_noise_is_small_and_where_it_is_large(tmp_path, adaptive_scale):
     x, y, noise_std = heteroscedastic_world(4000, seed=2)
     splits = split_labels(4000, seed=2)
     emb = write_store(tmp_path / "emb", {"spectrum": x}, y, splits, labels={"noise_level": noise_std})
-    result, _ = compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), methods=["knn", "gaussian"],
-                                         label_fractions=[1.0], seeds=1, coverage_by="noise_level", progress=False))
+    methods = ["knn", "linear", "gaussian"] if adaptive_scale == "residual" else ["knn", "gaussian"]
+    result, _ = compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), methods=methods,
+                                         label_fractions=[1.0], seeds=1, coverage_by="noise_level",
+                                         adaptive_scale=adaptive_scale, progress=False))
+    assert result["config"]["adaptive_scale"] == adaptive_scale
     for record in result["records"]:
         by = record["coverage_by"]
         assert by["label"] == "noise_level" and len(by["edges"]) == report.COVERAGE_BINS + 1
@@ -199,13 +235,22 @@ def test_adaptive_intervals_hold_where_the_noise_is_small_and_where_it_is_large(
         adaptive = np.abs(np.array(by["coverage_68_adaptive"]) - 0.68).max()  # the worst fifth of noise levels
         if record["method"] == "gaussian":  # scaled by its own sigma, which follows the noise
             assert adaptive < 0.1, by
-        else:  # one width for all is far too wide for the quiet fifth and too narrow for the noisiest
-            fixed = np.array(by["coverage_68"])
-            assert fixed[0] > 0.85 and fixed[-1] < 0.55, fixed
+            continue
+        # one width for all is far too wide for the quiet fifth and too narrow for the noisiest
+        fixed = np.array(by["coverage_68"])
+        assert fixed[0] > 0.85 and fixed[-1] < 0.55, fixed
+        assert record["width_95_adaptive"] < record["width_95"]  # and wider than it needs on average
+        if adaptive_scale == "residual":  # the probe's own errors around each object follow the noise
+            assert adaptive < 0.1, by
+        else:
             # the neighbours' label spread also holds the mean's variation across the neighbourhood, so it
-            # only narrows the gap (on this world 0.23 -> 0.13), and the 95% intervals are narrower on average
+            # only narrows the gap (on this world 0.23 -> 0.13)
             assert adaptive < np.abs(fixed - 0.68).max() - 0.06, by
-            assert record["width_95_adaptive"] < record["width_95"]
+
+
+def test_an_unknown_adaptive_scale_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown adaptive scale 'wide'"):
+        compute(RegressionConfig(embeddings=str(tmp_path), out=str(tmp_path / "r"), adaptive_scale="wide"))
 
 
 def test_knn_is_distance_weighted_and_exact_matches_win():
@@ -593,7 +638,7 @@ def test_knn_whitens_on_validation_when_the_target_lives_in_a_direction_of_small
 @pytest.mark.parametrize(("flag", "field", "value", "expected"), [
     ("--knn-whiten", "knn_whiten", "none", None), ("--knn-whiten", "knn_whiten", "0.01", 0.01),
     ("--knn-whiten", "knn_whiten", "auto", "auto"), ("--knn-power", "knn_power", "2", 2.0),
-    ("--knn-power", "knn_power", "auto", "auto")])
+    ("--knn-power", "knn_power", "auto", "auto"), ("--adaptive-scale", "adaptive_scale", "spread", "spread")])
 def test_cli_knn_settings_reach_the_config(tmp_path, monkeypatch, flag, field, value, expected):
     seen = {}
 
