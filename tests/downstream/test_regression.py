@@ -298,18 +298,27 @@ def test_no_test_object_is_used_to_fit_select_or_calibrate(tmp_path, monkeypatch
         seen["calibrate_scaled"] = seen.get("calibrate_scaled", 0) + 1
         return real_calibrate_scaled(y_cal, p_cal, scale_cal, levels)
 
+    real_residual = probes.neighbour_residual
+
+    def neighbour_residual(x_train, y_train, residuals, space, **kwargs):
+        # the adaptive scale's neighbours and residuals are training rows only
+        assert not test_rows & {row.tobytes() for row in x_train} and len(residuals) == len(x_train)
+        seen["residual_scale"] = seen.get("residual_scale", 0) + 1
+        return real_residual(x_train, y_train, residuals, space, **kwargs)
+
     monkeypatch.setattr(probes, "PROBES", {m: spy(f) for m, f in probes.PROBES.items()})
+    monkeypatch.setattr(probes, "neighbour_residual", neighbour_residual)
     monkeypatch.setattr(conformal, "calibrate", calibrate)
     monkeypatch.setattr(conformal, "calibrate_scaled", calibrate_scaled)
     result, _ = compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), label_fractions=[0.1, 1.0],
                                          seeds=2))
     # 3 methods x 2 fractions x 2 seeds; linear and mlp reuse the kNN's distance space for their adaptive
     # intervals (no refit); none sees a test row
-    assert seen == {"fit": 12, "calibrate": 12, "calibrate_scaled": 12}
-    seen.update(fit=0, calibrate=0, calibrate_scaled=0)
+    assert seen == {"fit": 12, "calibrate": 12, "calibrate_scaled": 12, "residual_scale": 12}
+    seen.update(fit=0, calibrate=0, calibrate_scaled=0, residual_scale=0)
     compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), methods=["mlp"], label_fractions=[1.0],
                              seeds=1))
-    assert seen == {"fit": 2, "calibrate": 1, "calibrate_scaled": 1}  # without a kNN probe, one kNN fit for the space
+    assert seen == {"fit": 2, "calibrate": 1, "calibrate_scaled": 1, "residual_scale": 1}  # without a kNN probe, one kNN fit for the space
     n_train = splits.count("train")
     assert {r["n_train"] for r in result["records"]} == {round(0.1 * n_train), n_train}
     assert {r["n_test"] for r in result["records"]} == {splits.count("test")}
