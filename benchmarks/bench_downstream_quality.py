@@ -106,7 +106,8 @@ def main() -> None:
         if result["metric"] == "r2" and result["modality"] in measured:
             result["measured_reference"] = measured[result["modality"]]["r2"]
     print(json.dumps({"benchmark": "downstream_quality", "embeddings": args.embeddings, "target": args.target,
-                      "seeds": args.seeds, "adaptive_scale": args.adaptive_scale, "targets": results, "table": table, "information_ceilings": ceilings,
+                      "seeds": args.seeds, "adaptive_scale": args.adaptive_scale, "targets": results, "table": table,
+                      "information_ceilings": ceilings,
                       "measured_references": measured, "coverage_by": binned,
                       "seconds": round(time.perf_counter() - start, 1)}))
 

@@ -223,7 +223,8 @@ def neighbour_spread(x_train: np.ndarray, y_train: np.ndarray, space: Callable[[
 
 
 def neighbour_residual(x_train: np.ndarray, y_train: np.ndarray, residuals: np.ndarray,
-                       space: Callable[[np.ndarray], np.ndarray], k: int = SPREAD_K) -> Callable[[np.ndarray], np.ndarray]:
+                       space: Callable[[np.ndarray], np.ndarray],
+                       k: int = SPREAD_K) -> Callable[[np.ndarray], np.ndarray]:
     """x -> (N,) mean of the probe's absolute training `residuals` (Probe.train_residuals) over each row's k
     nearest training rows in `space`, plus SPREAD_FLOOR of the training labels' spread: the probe's own error
     around an object, from x and the training rows only."""

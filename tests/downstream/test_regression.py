@@ -318,7 +318,8 @@ def test_no_test_object_is_used_to_fit_select_or_calibrate(tmp_path, monkeypatch
     seen.update(fit=0, calibrate=0, calibrate_scaled=0, residual_scale=0)
     compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), methods=["mlp"], label_fractions=[1.0],
                              seeds=1))
-    assert seen == {"fit": 2, "calibrate": 1, "calibrate_scaled": 1, "residual_scale": 1}  # without a kNN probe, one kNN fit for the space
+    # without a kNN probe, one kNN fit for the space
+    assert seen == {"fit": 2, "calibrate": 1, "calibrate_scaled": 1, "residual_scale": 1}
     n_train = splits.count("train")
     assert {r["n_train"] for r in result["records"]} == {round(0.1 * n_train), n_train}
     assert {r["n_test"] for r in result["records"]} == {splits.count("test")}
