@@ -142,7 +142,7 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
     point_scale = {"residual": "the probe's mean absolute training residual (leave-one-out for kNN) over the "
                                "object's 32 nearest training neighbours",
                    "spread": "the label spread of the object's 32 nearest training neighbours"}[
-        config.get("adaptive_scale", "spread")]
+        config["adaptive_scale"]]
     lines += ["", "Adaptive intervals (*_adaptive): split-conformal with a per-object scale (the gaussian's sigma, "
               f"else {point_scale}), so the width follows how "
               "hard each object is; the same guarantee on average, and closer to it for bright and faint alike."]
