@@ -71,6 +71,15 @@ def test_simulated_suites_differ_by_exactly_the_documented_shift(name):
         assert simulated[key] - observed[key] == pytest.approx(suite.deviation * step, abs=1e-9), key
 
 
+def test_noise_free_suite_changes_only_the_noise():
+    # the README's noise-share measurement rests on this: same physics, same PSF, 1% of the noise
+    observed = flatten(load_suite("observed").to_dict())
+    noise_free = flatten(load_suite("noise_free").to_dict())
+    changed = {key for key in observed if observed[key] != noise_free[key]} - METADATA
+    assert changed == {"observing.noise_scale"}
+    assert noise_free["observing.noise_scale"] == pytest.approx(0.01)
+
+
 def test_deviation_ordering_is_unambiguous():
     deviations = [load_suite(name).deviation for name in ("sim_slight", "sim_moderate", "sim_strong")]
     assert deviations == [1.0, 2.5, 5.0]
