@@ -58,6 +58,9 @@ def main() -> None:
                         help="label whose test bins the coverage is reported in (default: mag_r; 'none': skip)")
     parser.add_argument("--adaptive-scale", choices=["residual", "spread"], default="residual",
                         help="the point probes' adaptive interval scale (astrofm regress --adaptive-scale)")
+    parser.add_argument("--adaptive-groups", type=int, default=5, metavar="N",
+                        help="groups of predicted value with their own adaptive multiplier (astrofm regress "
+                             "--adaptive-groups; 1: one for all)")
     parser.add_argument("--data", metavar="DATA_DIR",
                         help="the embedded dataset: adds the measured-image reference (about a minute)")
     args = parser.parse_args()
@@ -69,7 +72,7 @@ def main() -> None:
                                       modalities=["spectrum", "image"], methods=["knn", "mlp"],
                                       label_fractions=LABEL_FRACTIONS, seeds=args.seeds, overwrite=True,
                                       coverage_by=None if args.coverage_by == "none" else args.coverage_by,
-                                      adaptive_scale=args.adaptive_scale))
+                                      adaptive_scale=args.adaptive_scale, adaptive_groups=args.adaptive_groups))
         metrics = json.loads((out / "metrics.json").read_text())
         # The kNN targets again with plain Euclidean distances and 1/d weights (AstroCLIP's protocol), beside
         # the default whitening and weights' exponent chosen on val, so that the two can be told apart.
@@ -106,7 +109,8 @@ def main() -> None:
         if result["metric"] == "r2" and result["modality"] in measured:
             result["measured_reference"] = measured[result["modality"]]["r2"]
     print(json.dumps({"benchmark": "downstream_quality", "embeddings": args.embeddings, "target": args.target,
-                      "seeds": args.seeds, "adaptive_scale": args.adaptive_scale, "targets": results, "table": table,
+                      "seeds": args.seeds, "adaptive_scale": args.adaptive_scale,
+                      "adaptive_groups": args.adaptive_groups, "targets": results, "table": table,
                       "information_ceilings": ceilings,
                       "measured_references": measured, "coverage_by": binned,
                       "seconds": round(time.perf_counter() - start, 1)}))

@@ -51,6 +51,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="the width per object of the point probes' adaptive intervals: 'residual', the "
                              "probe's own mean training error among the object's 32 nearest training neighbours "
                              "(leave-one-out for kNN); 'spread', those neighbours' label spread (default: residual)")
+    parser.add_argument("--adaptive-groups", type=int, default=5, metavar="N",
+                        help="calibrate the adaptive intervals' multiplier separately in N equal-count groups of "
+                             "predicted value (Mondrian conformal: coverage holds in each group; at least 200 val "
+                             "rows a group, fewer groups where val is small); 1: one multiplier (default: 5)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -95,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                               label_fractions=list(args.label_fraction), seeds=args.seeds, k=args.k,
                               knn_whiten=args.knn_whiten, knn_power=args.knn_power, predict=list(args.predict),
                               coverage_by=args.coverage_by, adaptive_scale=args.adaptive_scale,
+                              adaptive_groups=args.adaptive_groups,
                               redshift_like={"auto": None, "yes": True, "no": False}[args.redshift_like],
                               overwrite=args.overwrite, progress=not args.no_progress)
     out = write_report(config)

@@ -145,7 +145,9 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
         config["adaptive_scale"]]
     lines += ["", "Adaptive intervals (*_adaptive): split-conformal with a per-object scale (the gaussian's sigma, "
               f"else {point_scale}), so the width follows how "
-              "hard each object is; the same guarantee on average, and closer to it for bright and faint alike."]
+              "hard each object is; the same guarantee on average, and closer to it for bright and faint alike. "
+              f"The multiplier is calibrated on val in up to {config.get('adaptive_groups', 1)} equal-count groups "
+              "of predicted value (Mondrian conformal), so the guarantee also holds within each group."]
     if any("nll" in entry["mean"] for entry in metrics["summary"]):
         keys += ("nll",)
         lines += ["", "Method `gaussian`: intervals mean ± z·sigma from its own predicted sigma (coverage and nll "

@@ -17,7 +17,8 @@ Every method also gets adaptive split-conformal intervals (*_adaptive keys; conf
 p +- q u with u the object's own scale, the gaussian's sigma or, for the point probes (`adaptive_scale`),
 the probe's mean absolute training residual over the object's nearest training neighbours
 (probes.neighbour_residual; the kNN's residuals leave-one-out) or those neighbours' label spread
-(probes.neighbour_spread), in the kNN probe's distance space; q calibrated on val. With `coverage_by` (a label
+(probes.neighbour_spread), in the kNN probe's distance space; q calibrated on val, one per equal-count group of
+predicted value (`adaptive_groups`, Mondrian conformal: the guarantee holds in each group). With `coverage_by` (a label
 such as mag_r), each record's "coverage_by" holds the test coverage of both kinds in equal-count bins of it:
 whether the intervals hold for bright and faint objects alike, not only on average.
 
@@ -81,6 +82,10 @@ class RegressionConfig:
     # the point probes' adaptive interval scale (probes.ADAPTIVE_SCALES): "residual", the probe's own training
     # residuals around each object, or "spread", its neighbours' label spread
     adaptive_scale: str = "residual"
+    # groups of predicted value that get their own adaptive multiplier q (conformal.calibrate_grouped), each of at
+    # least conformal.MIN_GROUP_ROWS val rows; 1: one q for all. On the mock's 20k survey with 1% of the labels,
+    # 5 groups brought the worst fifth of r from 0.14 to 0.10 off 68% (spectrum and image, kNN and MLP; README)
+    adaptive_groups: int = 5
     overwrite: bool = False
     progress: bool = True  # a bar over the fits (target x modality x method x fraction x seed) on stderr
 
@@ -203,7 +208,7 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
     bounds, half = main_intervals(probe, p_val, p_test, val, test, record, arrays)
     space = interval_space(probe, x_fit, y_fit, val, config, seed, {} if spaces is None else spaces, fraction)
     scale = probe.predict_sigma or point_scale(probe, x_fit, y_fit, space, config.adaptive_scale)
-    multiplier = adaptive_intervals(scale, p_val, p_test, val, test, record, arrays, bounds)
+    multiplier = adaptive_intervals(scale, p_val, p_test, val, test, record, arrays, bounds, config.adaptive_groups)
     if test.strata is not None:
         record["coverage_by"] = coverage_in_bins(test.y, test.strata, bounds, config.coverage_by)
     if predict_for is not None:
@@ -244,17 +249,20 @@ def main_intervals(probe: probes.Probe, p_val: np.ndarray, p_test: np.ndarray, v
 
 
 def adaptive_intervals(scale, p_val: np.ndarray, p_test: np.ndarray, val: Split, test: Split,
-                       record: dict[str, Any], arrays: dict[str, Any], bounds: dict) -> dict[float, float]:
-    """p +- q scale(x), q calibrated on val: the *_adaptive keys into `record`, the curve into `arrays`, the
-    test bounds into `bounds`; returns q per level."""
+                       record: dict[str, Any], arrays: dict[str, Any], bounds: dict,
+                       n_groups: int) -> conformal.GroupedMultiplier:
+    """p +- q scale(x), q calibrated on val per group of predicted value: the *_adaptive keys into `record`
+    (with the groups used), the curve into `arrays`, the test bounds into `bounds`; returns the multipliers."""
     u_test = scale(test.x)
-    multiplier = conformal.calibrate_scaled(val.y, p_val, scale(val.x), levels=conformal.LEVELS + CURVE_LEVELS)
+    multiplier = conformal.calibrate_grouped(val.y, p_val, scale(val.x), n_groups,
+                                             levels=conformal.LEVELS + CURVE_LEVELS)
+    record["adaptive_groups"] = multiplier.n_groups
     for level in conformal.LEVELS:
         tag = int(round(level * 100))
-        lower, upper = bounds[f"coverage_{tag}_adaptive"] = conformal.intervals(p_test, multiplier[level] * u_test)
+        lower, upper = bounds[f"coverage_{tag}_adaptive"] = conformal.intervals(p_test, multiplier(level, p_test) * u_test)
         record[f"coverage_{tag}_adaptive"] = coverage(test.y, lower, upper)
         record[f"width_{tag}_adaptive"] = float(np.mean(upper - lower))
-    arrays["curve_adaptive"] = np.array([coverage(test.y, *conformal.intervals(p_test, multiplier[a] * u_test))
+    arrays["curve_adaptive"] = np.array([coverage(test.y, *conformal.intervals(p_test, multiplier(a, p_test) * u_test))
                                          for a in CURVE_LEVELS])
     return multiplier
 
@@ -300,10 +308,10 @@ def coverage_in_bins(y: np.ndarray, strata: np.ndarray, bounds: dict[str, tuple[
 
 
 def catalogue(probe, parts: list[tuple[str, Split]], sigma_of, half: dict[float, float] | None, scale,
-              multiplier: dict[float, float]) -> dict[str, list]:
+              multiplier: conformal.GroupedMultiplier) -> dict[str, list]:
     """Columns of predictions.parquet for one probe and the rows of `parts` ((embedding folder, rows);
     rows without a split list are test rows), truth null where NaN; intervals mean +- z sigma where
-    `sigma_of` is given, else the conformal `half`; the adaptive ones p +- multiplier * scale(x)."""
+    `sigma_of` is given, else the conformal `half`; the adaptive ones p +- multiplier(level, p) * scale(x)."""
     x = np.concatenate([rows.x for _, rows in parts])
     y = np.concatenate([rows.y for _, rows in parts])
     predicted = probe.predict(x) if len(x) else np.zeros(0)
@@ -323,8 +331,9 @@ def catalogue(probe, parts: list[tuple[str, Split]], sigma_of, half: dict[float,
         columns[f"upper_{tag}"] = (predicted + width).tolist()
     for level in conformal.LEVELS:
         tag = int(round(level * 100))
-        columns[f"lower_{tag}_adaptive"] = (predicted - multiplier[level] * u).tolist()
-        columns[f"upper_{tag}_adaptive"] = (predicted + multiplier[level] * u).tolist()
+        half_width = multiplier(level, predicted) * u
+        columns[f"lower_{tag}_adaptive"] = (predicted - half_width).tolist()
+        columns[f"upper_{tag}_adaptive"] = (predicted + half_width).tolist()
     return columns
 
 
@@ -352,6 +361,8 @@ def _check(config: RegressionConfig) -> None:
             raise ValueError(f"label fraction {fraction} is not in (0, 1]")
     if config.adaptive_scale not in probes.ADAPTIVE_SCALES:
         raise ValueError(f"unknown adaptive scale {config.adaptive_scale!r}; choose from {list(probes.ADAPTIVE_SCALES)}")
+    if config.adaptive_groups < 1:
+        raise ValueError(f"--adaptive-groups {config.adaptive_groups}: need at least 1")
     if config.seeds < 1:
         raise ValueError(f"--seeds {config.seeds}: need at least 1")
     if not config.targets:

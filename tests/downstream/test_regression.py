@@ -174,6 +174,52 @@ def test_adaptive_conformal_multiplier_by_hand():
         conformal.calibrate_scaled(y, p, np.array([1.0, 0.0, 1.0, 1.0]))
 
 
+def test_group_edges_by_hand():
+    p = np.arange(1000, dtype=np.float64)
+    np.testing.assert_allclose(conformal.group_edges(p, 5, min_rows=200), [199.8, 399.6, 599.4, 799.2])
+    assert conformal.group_edges(p, 5, min_rows=300).size == 2  # 1000 rows hold 3 groups of 300
+    assert conformal.group_edges(p[:150], 5, min_rows=100).size == 0  # too few rows: one group
+    # tied predictions: the quantile edges coincide, and no group is left with fewer than min_rows rows
+    tied = np.concatenate([np.zeros(700), np.arange(1.0, 301.0)])
+    edges = conformal.group_edges(tied, 5, min_rows=100)
+    counts = np.bincount(np.searchsorted(edges, tied, side="right"))
+    assert counts.tolist() == [800, 200]  # edges 0 and 100.2: the empty group below 0 merged into the next
+
+
+def test_grouped_multiplier_by_hand():
+    # two groups of predicted value (p 0 and p 10, 4 rows each), scores 1, 2, 3, 4 and 10, 20, 30, 40:
+    # level 0.5 -> k = ceil(5 * 0.5) = 3 -> q 3 in the first group, 30 in the second
+    p = np.array([0.0] * 4 + [10.0] * 4)
+    y = p + np.array([1.0, 2, 3, 4, 10, 20, 30, 40])
+    grouped = conformal.calibrate_grouped(y, p, np.ones(8), n_groups=2, levels=(0.5,), min_rows=4)
+    assert grouped.n_groups == 2
+    np.testing.assert_allclose(grouped(0.5, np.array([-1.0, 0.0, 10.0, 12.0])), [3.0, 3.0, 30.0, 30.0])
+    # one group is calibrate_scaled's single multiplier
+    single = conformal.calibrate_grouped(y, p, np.ones(8), n_groups=1, levels=(0.5,))
+    assert single.n_groups == 1
+    assert single(0.5, np.array([0.0]))[0] == conformal.calibrate_scaled(y, p, np.ones(8), levels=(0.5,))[0.5]
+
+
+def test_grouped_calibration_holds_in_each_group_where_one_multiplier_does_not():
+    # a scale that is right on average but wrong at the top of the label range: there the errors are 3x larger
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 8000)
+    y = p + np.where(p > 0.8, 3.0, 1.0) * rng.normal(size=p.size)
+    cal, test = slice(0, 4000), slice(4000, None)
+    levels = (0.68, 0.95)
+    single = conformal.calibrate_scaled(y[cal], p[cal], np.ones(4000), levels=levels)
+    grouped = conformal.calibrate_grouped(y[cal], p[cal], np.ones(4000), n_groups=5, levels=levels)
+    assert grouped.n_groups == 5
+    top = p[test] > 0.8
+    for level in levels:
+        inside_single = np.abs(y[test] - p[test]) <= single[level]
+        inside_grouped = np.abs(y[test] - p[test]) <= grouped(level, p[test])
+        assert inside_single[top].mean() < level - 0.15  # the top fifth under-covered, the rest over-covered
+        for rows in (top, ~top):
+            assert abs(inside_grouped[rows].mean() - level) < 0.03
+        assert abs(inside_grouped.mean() - level) < 0.02
+
+
 def test_neighbour_spread_by_hand():
     x = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]], dtype=np.float32)
     y = np.array([1.0, 1.0, 1.0, 0.0, 2.0, 4.0])
@@ -225,7 +271,9 @@ def test_adaptive_intervals_hold_where_the_noise_is_small_and_where_it_is_large(
     methods = ["knn", "linear", "gaussian"] if adaptive_scale == "residual" else ["knn", "gaussian"]
     result, _ = compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r"), methods=methods,
                                          label_fractions=[1.0], seeds=1, coverage_by="noise_level",
-                                         adaptive_scale=adaptive_scale, progress=False))
+                                         adaptive_scale=adaptive_scale, adaptive_groups=1, progress=False))
+    # one multiplier for all: this world's noise follows x, not the predicted value, so the scale alone
+    # must carry it (grouping by predicted value is tested below)
     assert result["config"]["adaptive_scale"] == adaptive_scale
     for record in result["records"]:
         by = record["coverage_by"]
@@ -246,6 +294,21 @@ def test_adaptive_intervals_hold_where_the_noise_is_small_and_where_it_is_large(
             # the neighbours' label spread also holds the mean's variation across the neighbourhood, so it
             # only narrows the gap (on this world 0.23 -> 0.13)
             assert adaptive < np.abs(fixed - 0.68).max() - 0.06, by
+
+
+def test_adaptive_groups_in_the_report(tmp_path):
+    x, y, _ = heteroscedastic_world(4000, seed=2)
+    splits = split_labels(4000, seed=2)
+    emb = write_store(tmp_path / "emb", {"spectrum": x}, y, splits)
+    n_val = splits.count("val")
+    for asked, expected in ((5, n_val // conformal.MIN_GROUP_ROWS), (2, 2), (1, 1)):
+        result, _ = compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / f"r{asked}"), methods=["knn"],
+                                             label_fractions=[1.0], seeds=1, adaptive_groups=asked, progress=False))
+        record = result["records"][0]
+        assert result["config"]["adaptive_groups"] == asked and record["adaptive_groups"] == expected
+        assert abs(record["coverage_68_adaptive"] - 0.68) < 0.06 and abs(record["coverage_95_adaptive"] - 0.95) < 0.03
+    with pytest.raises(ValueError, match="--adaptive-groups 0"):
+        compute(RegressionConfig(embeddings=str(emb), out=str(tmp_path / "r0"), adaptive_groups=0))
 
 
 def test_an_unknown_adaptive_scale_is_refused(tmp_path):
@@ -648,7 +711,8 @@ def test_knn_whitens_on_validation_when_the_target_lives_in_a_direction_of_small
 @pytest.mark.parametrize(("flag", "field", "value", "expected"), [
     ("--knn-whiten", "knn_whiten", "none", None), ("--knn-whiten", "knn_whiten", "0.01", 0.01),
     ("--knn-whiten", "knn_whiten", "auto", "auto"), ("--knn-power", "knn_power", "2", 2.0),
-    ("--knn-power", "knn_power", "auto", "auto"), ("--adaptive-scale", "adaptive_scale", "spread", "spread")])
+    ("--knn-power", "knn_power", "auto", "auto"), ("--adaptive-scale", "adaptive_scale", "spread", "spread"),
+    ("--adaptive-groups", "adaptive_groups", "1", 1)])
 def test_cli_knn_settings_reach_the_config(tmp_path, monkeypatch, flag, field, value, expected):
     seen = {}
 
