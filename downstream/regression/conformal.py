@@ -89,7 +89,7 @@ class GroupedMultiplier:
 def group_edges(p_cal: np.ndarray, n_groups: int, min_rows: int = MIN_GROUP_ROWS) -> np.ndarray:
     """Inner edges of at most `n_groups` equal-count groups of the calibration predictions, each keeping at least
     `min_rows` rows (fewer groups where there are too few rows or tied predictions)."""
-    p_cal = np.sort(np.asarray(p_cal, np.float64))
+    p_cal = np.asarray(p_cal, np.float64)
     n_groups = max(1, min(n_groups, p_cal.size // min_rows))
     edges = np.unique(np.quantile(p_cal, np.linspace(0.0, 1.0, n_groups + 1)[1:-1]))
     while edges.size:
