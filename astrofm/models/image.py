@@ -7,6 +7,12 @@ per band (1 = measured, 0 = masked) is stacked on, so the net can tell a masked 
 
     ImageViTEncoder   (B, C, H, W) -> patches of p x p -> ViT -> CLS token (or mean)  -> (B, dim)
     ImageCNNEncoder   (B, C, H, W) -> conv + GroupNorm + GELU stages -> global mean  -> (B, channels[-1])
+                      [+ aperture photometry about the centre -> MLP               -> (B, aperture_dim)]
+
+The CNN's optional aperture branch sums the linear fluxes (before asinh) in circular apertures about the
+stamp centre, band by band: a mean-pooled net over asinh pixels cannot add fluxes up, and colours are
+ratios of summed fluxes. Each aperture flux is divided by its sky noise (flux_scale * sqrt(pixels)) and
+squashed by asinh, like the pixels.
 
 Nothing is downloaded: the ViT is built from a `transformers.ViTConfig`, with random weights.
 """
@@ -48,8 +54,12 @@ class _ImageNormalisation(nn.Module):
         self.register_buffer("flux_scale", read_statistic(statistics, "flux_scale", "image", n,
                                                           positive=True).to(device))
 
-    def normalise(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """{"flux", "ivar"} (B, C, H, W) -> (B, C or 2C, H, W) normalised pixels (+ validity)."""
+    def linear_flux(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, C, H, W) flux minus the band median, zero where ivar is 0 or a value is not finite."""
+        flux, valid = self._flux_and_validity(inputs)
+        return torch.where(valid, flux - self.flux_median[:, None, None], flux.new_zeros(()))
+
+    def _flux_and_validity(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.config
         flux = inputs["flux"]  # (B, C, H, W)
         ivar = inputs.get("ivar")
@@ -60,10 +70,14 @@ class _ImageNormalisation(nn.Module):
             ivar = torch.ones_like(flux)  # stored without ivar: unit weight, as in collate
         elif ivar.shape != flux.shape:
             raise ValueError(f"image ivar {tuple(ivar.shape)} does not match flux {tuple(flux.shape)}")
-        valid = (ivar > 0) & torch.isfinite(ivar) & torch.isfinite(flux)  # (B, C, H, W)
+        return flux, (ivar > 0) & torch.isfinite(ivar) & torch.isfinite(flux)
+
+    def normalise(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """{"flux", "ivar"} (B, C, H, W) -> (B, C or 2C, H, W) normalised pixels (+ validity)."""
+        flux, valid = self._flux_and_validity(inputs)  # (B, C, H, W) each
         median, scale = self.flux_median[:, None, None], self.flux_scale[:, None, None]  # (C, 1, 1)
         x = torch.where(valid, torch.asinh((flux - median) / scale), flux.new_zeros(()))  # (B, C, H, W)
-        if config.validity_channel:
+        if self.config.validity_channel:
             x = torch.cat([x, valid.to(x.dtype)], dim=1)  # (B, 2C, H, W)
         return x
 
@@ -151,6 +165,8 @@ class ImageCNNEncoderConfig(EncoderConfigMixin):
     convs_per_stage: int = 1  # conv + GroupNorm + GELU layers per stage
     groups: int = 8  # GroupNorm groups; must divide every width
     validity_channel: bool = True  # stack a 0/1 validity channel per band (input channels = 2C)
+    aperture_radii: tuple[float, ...] = ()  # pixels about the centre; () = no aperture branch
+    aperture_dim: int = 64  # width of the aperture branch's output (added to channels[-1])
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"channels": (32, 64, 128), "convs_per_stage": 1},
@@ -161,7 +177,11 @@ class ImageCNNEncoderConfig(EncoderConfigMixin):
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
+        self.aperture_radii = tuple(float(r) for r in self.aperture_radii)
         require(self.n_bands >= 1, f"n_bands must be positive, got {self.n_bands}")
+        require(all(0 < r <= self.image_size / 2 for r in self.aperture_radii),
+                f"aperture_radii {list(self.aperture_radii)} must lie in (0, image_size / 2 = {self.image_size / 2}]")
+        require(self.aperture_dim >= 1, f"aperture_dim must be positive, got {self.aperture_dim}")
         require(len(self.channels) >= 1 and self.convs_per_stage >= 1, "need at least one stage and one conv")
         require(all(c % self.groups == 0 for c in self.channels),
                 f"GroupNorm groups {self.groups} must divide every stage width {self.channels}")
@@ -170,6 +190,28 @@ class ImageCNNEncoderConfig(EncoderConfigMixin):
     def for_spec(cls, spec: dict[str, Any], preset: str = "tiny", **overrides: Any) -> ImageCNNEncoderConfig:
         """The preset with n_bands and image_size taken from the manifest's image spec."""
         return cls.preset(preset, n_bands=len(spec["bands"]), image_size=int(spec["size"]), **overrides)
+
+
+class ApertureFluxes(nn.Module):
+    """(B, C, H, W) flux minus the band median, zero where masked -> (B, aperture_dim): asinh of each band's
+    flux within each radius over its sky noise, then LayerNorm, Linear and GELU."""
+
+    def __init__(self, n_bands: int, image_size: int, radii: tuple[float, ...], out_dim: int):
+        super().__init__()
+        centre = (image_size - 1) / 2.0
+        rows, cols = torch.meshgrid(torch.arange(image_size), torch.arange(image_size), indexing="ij")
+        distance = torch.hypot(rows - centre, cols - centre)  # (H, W) pixels from the centre
+        self.register_buffer("masks", torch.stack([(distance < r).float() for r in radii]), persistent=False)
+        features = n_bands * len(radii)
+        self.mlp = nn.Sequential(nn.LayerNorm(features), nn.Linear(features, out_dim), nn.GELU())
+
+    def sums(self, flux: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, R): each band's flux summed within each radius (cumulative)."""
+        return torch.einsum("bchw,rhw->bcr", flux, self.masks)
+
+    def forward(self, flux: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        noise = scale[:, None] * self.masks.sum(dim=(1, 2)).sqrt()  # (C, R): sky sigma of each aperture
+        return self.mlp(torch.asinh(self.sums(flux) / noise).flatten(1))  # (B, out_dim)
 
 
 def _conv_norm_act(c_in: int, c_out: int, stride: int, groups: int) -> nn.Sequential:
@@ -193,9 +235,17 @@ class ImageCNNEncoder(_ImageNormalisation):
                 c_in = width
         self.stages = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(config.channels[-1])
+        self.apertures = None
+        if config.aperture_radii:
+            self.apertures = ApertureFluxes(config.n_bands, config.image_size, config.aperture_radii,
+                                            config.aperture_dim)
+            self.output_dim += config.aperture_dim
         self._register_identity(config.n_bands)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         pixels = self.normalise(inputs)  # (B, C', H, W)
         features = self.stages(pixels)  # (B, channels[-1], H / 2^(stages-1), W / 2^(stages-1))
-        return self.norm(features.mean(dim=(2, 3)))  # (B, channels[-1])
+        pooled = self.norm(features.mean(dim=(2, 3)))  # (B, channels[-1])
+        if self.apertures is None:
+            return pooled
+        return torch.cat([pooled, self.apertures(self.linear_flux(inputs), self.flux_scale)], dim=1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from astrofm.models.image import (
+    ApertureFluxes,
     ImageCNNEncoder,
     ImageCNNEncoderConfig,
     ImageViTEncoder,
@@ -28,7 +29,7 @@ def _encoder(modality: str, image: str = "cnn", manifest: dict | None = None):
 
 
 @pytest.mark.parametrize("modality,image", [("spectrum", "cnn"), ("photometry", "cnn"), ("image", "cnn"),
-                                            ("image", "vit")])
+                                            ("image", "cnn_apertures"), ("image", "vit")])
 def test_each_encoder_gives_batch_by_output_dim(modality, image, manifest, batch):
     encoder = _encoder(modality, image, manifest)
     out = encoder(batch[modality])
@@ -77,7 +78,7 @@ def test_photometry_ignores_masked_bands_and_empty_rows(manifest, batch):
     assert not torch.equal(encoder(changed)[0], before[0])
 
 
-@pytest.mark.parametrize("image", ["cnn", "vit"])
+@pytest.mark.parametrize("image", ["cnn", "cnn_apertures", "vit"])
 def test_image_ignores_pixels_where_ivar_is_zero(image, manifest, batch):
     encoder = _encoder("image", image, manifest)
     inputs = copy.deepcopy(batch["image"])
@@ -90,6 +91,34 @@ def test_image_ignores_pixels_where_ivar_is_zero(image, manifest, batch):
     assert torch.equal(before, encoder(changed))
     changed["flux"][0, 0, 0, 0] += 10.0
     assert not torch.equal(encoder(changed)[0], before[0])
+
+
+def test_aperture_sums_by_hand():
+    """Radii about the centre of an 8-pixel stamp (centre 3.5, 3.5): the central 2x2 lie 0.71 px away, the
+    next ring out 1.58 px, a corner 4.95 px."""
+    apertures = ApertureFluxes(n_bands=2, image_size=8, radii=(1.0, 2.0, 4.0), out_dim=4)
+    flux = torch.zeros(1, 2, 8, 8)
+    flux[0, 0, 3, 4] = 1.0  # central: in every aperture
+    flux[0, 0, 2, 5] = 10.0  # 2.12 px: outside radius 2, inside 4
+    flux[0, 1, 3, 5] = 100.0  # 1.58 px: inside radius 2 and 4
+    flux[0, 1, 0, 0] = 1000.0  # a corner: in none
+    assert apertures.sums(flux).tolist() == [[[1.0, 1.0, 11.0], [0.0, 100.0, 100.0]]]
+    assert apertures.masks.sum(dim=(1, 2)).tolist() == [4.0, 12.0, 52.0]  # pixels per aperture
+
+
+def test_aperture_branch_widens_the_output_and_turns_with_the_stamp(manifest, batch):
+    plain, with_apertures = _encoder("image", "cnn", manifest), _encoder("image", "cnn_apertures", manifest)
+    assert with_apertures.output_dim == plain.output_dim + with_apertures.config.aperture_dim
+    inputs = batch["image"]
+    flux = with_apertures.linear_flux(inputs)
+    turned = torch.rot90(flux, 1, dims=(2, 3)).flip(3)  # apertures about the centre see any rotation or flip alike
+    assert torch.allclose(with_apertures.apertures.sums(turned), with_apertures.apertures.sums(flux), atol=1e-5)
+    bright = {**inputs, "flux": inputs["flux"].clone()}
+    bright["flux"][0, 1, 3:5, 3:5] += 50.0  # more central flux in one band: the branch's output moves
+    head = slice(plain.output_dim, None)
+    assert not torch.allclose(with_apertures(bright)[0, head], with_apertures(inputs)[0, head])
+    with pytest.raises(ValueError, match=r"aperture_radii \[5.0\] must lie in \(0, image_size / 2 = 4.0\]"):
+        ImageCNNEncoderConfig(image_size=8, aperture_radii=(5.0,))
 
 
 def test_image_without_ivar_is_unit_weight(batch):
