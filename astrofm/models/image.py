@@ -7,9 +7,9 @@ per band (1 = measured, 0 = masked) is stacked on, so the net can tell a masked 
 
     ImageViTEncoder   (B, C, H, W) -> patches of p x p -> ViT -> CLS token (or mean)  -> (B, dim)
     ImageCNNEncoder   (B, C, H, W) -> conv + GroupNorm + GELU stages -> global mean  -> (B, channels[-1])
-                      [+ aperture photometry about the centre -> MLP               -> (B, aperture_dim)]
+    either, optionally [+ aperture photometry about the centre -> MLP              -> (B, aperture_dim)]
 
-The CNN's optional aperture branch sums the linear fluxes (before asinh) in circular apertures about the
+The optional aperture branch (both encoders; `aperture_radii`) sums the linear fluxes (before asinh) in circular apertures about the
 stamp centre, band by band: a mean-pooled net over asinh pixels cannot add fluxes up, and colours are
 ratios of summed fluxes. Each aperture flux is divided by its sky noise (flux_scale * sqrt(pixels)) and
 squashed by asinh, like the pixels.
@@ -28,8 +28,15 @@ from torch import nn
 from astrofm.models.common import EncoderConfigMixin, read_statistic, require
 
 
+def _check_apertures(config) -> None:
+    require(all(0 < r <= config.image_size / 2 for r in config.aperture_radii),
+            f"aperture_radii {list(config.aperture_radii)} must lie in (0, image_size / 2 = {config.image_size / 2}]")
+    require(config.aperture_dim >= 1, f"aperture_dim must be positive, got {config.aperture_dim}")
+
+
 class _ImageNormalisation(nn.Module):
-    """Per-band statistics buffers, their checks, and the normalised input both encoders read."""
+    """Per-band statistics buffers, their checks, the normalised input both encoders read, and the shared
+    forward: a subclass builds `features` (normalised pixels -> (B, D)) and calls `_build_apertures`."""
 
     modality = "image"
 
@@ -54,9 +61,27 @@ class _ImageNormalisation(nn.Module):
         self.register_buffer("flux_scale", read_statistic(statistics, "flux_scale", "image", n,
                                                           positive=True).to(device))
 
+    def _build_apertures(self, config) -> None:
+        """The aperture branch where config.aperture_radii is set (it widens output_dim), else None."""
+        self.apertures = None
+        if config.aperture_radii:
+            self.apertures = ApertureFluxes(config.n_bands, config.image_size, config.aperture_radii,
+                                            config.aperture_dim)
+            self.output_dim += config.aperture_dim
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The encoder's features of the normalised pixels, with the aperture fluxes beside them if built."""
+        flux, valid = self._flux_and_validity(inputs)  # checked and masked once for both paths
+        features = self.features(self._normalised(flux, valid))  # (B, D)
+        if self.apertures is None:
+            return features
+        return torch.cat([features, self.apertures(self._linear(flux, valid), self.flux_scale)], dim=1)
+
     def linear_flux(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, C, H, W) flux minus the band median, zero where ivar is 0 or a value is not finite."""
-        flux, valid = self._flux_and_validity(inputs)
+        return self._linear(*self._flux_and_validity(inputs))
+
+    def _linear(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return torch.where(valid, flux - self.flux_median[:, None, None], flux.new_zeros(()))
 
     def _flux_and_validity(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +99,9 @@ class _ImageNormalisation(nn.Module):
 
     def normalise(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """{"flux", "ivar"} (B, C, H, W) -> (B, C or 2C, H, W) normalised pixels (+ validity)."""
-        flux, valid = self._flux_and_validity(inputs)  # (B, C, H, W) each
+        return self._normalised(*self._flux_and_validity(inputs))
+
+    def _normalised(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         median, scale = self.flux_median[:, None, None], self.flux_scale[:, None, None]  # (C, 1, 1)
         x = torch.where(valid, torch.asinh((flux - median) / scale), flux.new_zeros(()))  # (B, C, H, W)
         if self.config.validity_channel:
@@ -99,6 +126,8 @@ class ImageViTEncoderConfig(EncoderConfigMixin):
     dropout: float = 0.0  # hidden and attention dropout
     pool: str = "cls"  # "cls": the CLS token; "mean": mean over patch tokens
     validity_channel: bool = True  # stack a 0/1 validity channel per band (num_channels = 2C)
+    aperture_radii: tuple[float, ...] = ()  # pixels about the centre; () = no aperture branch
+    aperture_dim: int = 64  # width of the aperture branch's output (added to dim)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"dim": 64, "n_layers": 2, "n_heads": 4, "mlp_ratio": 2.0},
@@ -108,7 +137,9 @@ class ImageViTEncoderConfig(EncoderConfigMixin):
     SPEC_FIELDS: ClassVar[tuple[str, ...]] = ("n_bands", "image_size")
 
     def __post_init__(self):
+        self.aperture_radii = tuple(float(r) for r in self.aperture_radii)
         require(self.n_bands >= 1, f"n_bands must be positive, got {self.n_bands}")
+        _check_apertures(self)
         require(self.image_size % self.patch_size == 0,
                 f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
         require(self.dim % self.n_heads == 0, f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
@@ -142,10 +173,11 @@ class ImageViTEncoder(_ImageNormalisation):
             layer_norm_eps=1e-6,
         )
         self.vit = ViTModel(vit_config, add_pooling_layer=False)  # random init, nothing downloaded
+        self._build_apertures(config)
         self._register_identity(config.n_bands)
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        pixels = self.normalise(inputs)  # (B, C', H, W)
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, C', H, W) normalised pixels -> (B, dim)."""
         hidden = self.vit(pixel_values=pixels).last_hidden_state  # (B, 1 + (H/p)(W/p), D)
         if self.config.pool == "cls":
             return hidden[:, 0]  # (B, D)
@@ -179,9 +211,7 @@ class ImageCNNEncoderConfig(EncoderConfigMixin):
         self.channels = tuple(int(c) for c in self.channels)
         self.aperture_radii = tuple(float(r) for r in self.aperture_radii)
         require(self.n_bands >= 1, f"n_bands must be positive, got {self.n_bands}")
-        require(all(0 < r <= self.image_size / 2 for r in self.aperture_radii),
-                f"aperture_radii {list(self.aperture_radii)} must lie in (0, image_size / 2 = {self.image_size / 2}]")
-        require(self.aperture_dim >= 1, f"aperture_dim must be positive, got {self.aperture_dim}")
+        _check_apertures(self)
         require(len(self.channels) >= 1 and self.convs_per_stage >= 1, "need at least one stage and one conv")
         require(all(c % self.groups == 0 for c in self.channels),
                 f"GroupNorm groups {self.groups} must divide every stage width {self.channels}")
@@ -235,17 +265,10 @@ class ImageCNNEncoder(_ImageNormalisation):
                 c_in = width
         self.stages = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(config.channels[-1])
-        self.apertures = None
-        if config.aperture_radii:
-            self.apertures = ApertureFluxes(config.n_bands, config.image_size, config.aperture_radii,
-                                            config.aperture_dim)
-            self.output_dim += config.aperture_dim
+        self._build_apertures(config)
         self._register_identity(config.n_bands)
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        pixels = self.normalise(inputs)  # (B, C', H, W)
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, C', H, W) normalised pixels -> (B, channels[-1])."""
         features = self.stages(pixels)  # (B, channels[-1], H / 2^(stages-1), W / 2^(stages-1))
-        pooled = self.norm(features.mean(dim=(2, 3)))  # (B, channels[-1])
-        if self.apertures is None:
-            return pooled
-        return torch.cat([pooled, self.apertures(self.linear_flux(inputs), self.flux_scale)], dim=1)
+        return self.norm(features.mean(dim=(2, 3)))

@@ -35,11 +35,12 @@ def make_batch(n: int = 4, start: int = 0, missing: dict[int, str] | None = None
 
 
 def tiny_encoders(image: str = "cnn") -> dict:
+    """image: "cnn" or "vit", either with "_apertures" for the aperture-photometry branch."""
     torch.manual_seed(0)
-    if image == "vit":
-        image_encoder = ImageViTEncoder(ImageViTEncoderConfig.for_spec(SPEC["image"]))
-    else:  # "cnn", or "cnn_apertures": with the aperture-photometry branch
-        radii = (1.5, 2.5, 4.0) if image == "cnn_apertures" else ()
+    radii = (1.5, 2.5, 4.0) if image.endswith("_apertures") else ()
+    if image.startswith("vit"):
+        image_encoder = ImageViTEncoder(ImageViTEncoderConfig.for_spec(SPEC["image"], aperture_radii=radii))
+    else:
         image_encoder = ImageCNNEncoder(ImageCNNEncoderConfig.for_spec(SPEC["image"], aperture_radii=radii))
     return {
         "spectrum": SpectrumEncoder(SpectrumEncoderConfig.for_spec(SPEC["spectrum"])),

@@ -29,7 +29,8 @@ def _encoder(modality: str, image: str = "cnn", manifest: dict | None = None):
 
 
 @pytest.mark.parametrize("modality,image", [("spectrum", "cnn"), ("photometry", "cnn"), ("image", "cnn"),
-                                            ("image", "cnn_apertures"), ("image", "vit")])
+                                            ("image", "cnn_apertures"), ("image", "vit"),
+                                            ("image", "vit_apertures")])
 def test_each_encoder_gives_batch_by_output_dim(modality, image, manifest, batch):
     encoder = _encoder(modality, image, manifest)
     out = encoder(batch[modality])
@@ -78,7 +79,7 @@ def test_photometry_ignores_masked_bands_and_empty_rows(manifest, batch):
     assert not torch.equal(encoder(changed)[0], before[0])
 
 
-@pytest.mark.parametrize("image", ["cnn", "cnn_apertures", "vit"])
+@pytest.mark.parametrize("image", ["cnn", "cnn_apertures", "vit", "vit_apertures"])
 def test_image_ignores_pixels_where_ivar_is_zero(image, manifest, batch):
     encoder = _encoder("image", image, manifest)
     inputs = copy.deepcopy(batch["image"])
@@ -106,8 +107,9 @@ def test_aperture_sums_by_hand():
     assert apertures.masks.sum(dim=(1, 2)).tolist() == [4.0, 12.0, 52.0]  # pixels per aperture
 
 
-def test_aperture_branch_widens_the_output_and_turns_with_the_stamp(manifest, batch):
-    plain, with_apertures = _encoder("image", "cnn", manifest), _encoder("image", "cnn_apertures", manifest)
+@pytest.mark.parametrize("image", ["cnn", "vit"])
+def test_aperture_branch_widens_the_output_and_turns_with_the_stamp(image, manifest, batch):
+    plain, with_apertures = _encoder("image", image, manifest), _encoder("image", f"{image}_apertures", manifest)
     assert with_apertures.output_dim == plain.output_dim + with_apertures.config.aperture_dim
     inputs = batch["image"]
     flux = with_apertures.linear_flux(inputs)
@@ -117,8 +119,9 @@ def test_aperture_branch_widens_the_output_and_turns_with_the_stamp(manifest, ba
     bright["flux"][0, 1, 3:5, 3:5] += 50.0  # more central flux in one band: the branch's output moves
     head = slice(plain.output_dim, None)
     assert not torch.allclose(with_apertures(bright)[0, head], with_apertures(inputs)[0, head])
+    config_class = type(with_apertures.config)
     with pytest.raises(ValueError, match=r"aperture_radii \[5.0\] must lie in \(0, image_size / 2 = 4.0\]"):
-        ImageCNNEncoderConfig(image_size=8, aperture_radii=(5.0,))
+        config_class(image_size=8, aperture_radii=(5.0,))
 
 
 def test_image_without_ivar_is_unit_weight(batch):

@@ -22,7 +22,7 @@ def _trained_model(manifest: dict, image: str = "vit") -> MultiModalModel:
     return model.eval()
 
 
-@pytest.mark.parametrize("image", ["vit", "cnn", "cnn_apertures"])
+@pytest.mark.parametrize("image", ["vit", "vit_apertures", "cnn", "cnn_apertures"])
 def test_save_and_load_give_bit_identical_embeddings(image, manifest, batch, tmp_path):
     model = _trained_model(manifest, image)
     out = save_model(model, tmp_path / "model", model_card="# tiny model\n",
