@@ -118,7 +118,7 @@ def main() -> None:
 
 def _coverage_in_bins(records: list[dict]) -> list[dict]:
     """Per modality and method (all labels, seed 0): coverage in the label's bins, fixed against adaptive,
-    and the worst bin's distance from the nominal level."""
+    the worst bin's distance from the nominal level, and the point metrics in the same bins."""
     out = []
     for r in records:
         if r["label_fraction"] != 1.0 or r["seed"] != 0:
@@ -131,6 +131,8 @@ def _coverage_in_bins(records: list[dict]) -> list[dict]:
                 values = [v for v in by[kind] if v is not None]
                 entry[kind] = [round(v, 3) for v in values]
                 entry[f"{kind}_worst_gap"] = round(max(abs(v - tag / 100) for v in values), 3)
+        for key in ("r2", "nmad", "bias", "outlier_fraction"):  # photo-z quality from bright to faint
+            entry[key] = [None if v is None else round(v, 4) for v in by[key]]
         out.append(entry)
     return out
 

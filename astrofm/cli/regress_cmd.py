@@ -45,8 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="other embedding folders of the same model whose objects predictions.parquet "
                              "also predicts (e.g. a survey without redshifts)")
     parser.add_argument("--coverage-by", default=None, metavar="LABEL",
-                        help="also report the intervals' test coverage in 5 equal-count bins of this label "
-                             "(e.g. mag_r: do they hold for faint objects as for bright ones?)")
+                        help="also report the intervals' test coverage, and the point metrics (NMAD, bias, "
+                             "outlier fraction, ...), in 5 equal-count bins of this label (e.g. mag_r: do "
+                             "they hold for faint objects as for bright ones?)")
     parser.add_argument("--adaptive-scale", choices=["residual", "spread"], default="residual",
                         help="the width per object of the point probes' adaptive intervals: 'residual', the "
                              "probe's own mean training error among the object's 32 nearest training neighbours "

@@ -94,6 +94,36 @@ def coverage_by(folder: Path, records: list[dict[str, Any]], label: str, fractio
     return name
 
 
+BINNED_POINT_METRICS = (("nmad", "NMAD"), ("bias", "bias"), ("outlier_fraction", "outlier fraction"))
+
+
+def metrics_by(folder: Path, records: list[dict[str, Any]], label: str, fraction: float) -> str:
+    """A row per target: NMAD, bias and outlier fraction on test in bins of `label`, a line per modality and
+    method (seed 0, the largest label fraction): how the estimates degrade from bright to faint."""
+    plt = _pyplot()
+    shown = [r for r in records if r["seed"] == 0 and r["label_fraction"] == fraction and "coverage_by" in r]
+    targets = list(dict.fromkeys(r["target"] for r in shown))
+    panels = len(BINNED_POINT_METRICS)
+    fig, axes = plt.subplots(len(targets), panels, figsize=(4.5 * panels, 4 * len(targets)), squeeze=False)
+    for row, target in zip(axes, targets, strict=True):
+        for ax, (key, name) in zip(row, BINNED_POINT_METRICS, strict=True):
+            for record in (r for r in shown if r["target"] == target):
+                bins = record["coverage_by"]
+                edges = np.asarray(bins["edges"])
+                values = [np.nan if v is None else v for v in bins[key]]
+                ax.plot(0.5 * (edges[:-1] + edges[1:]), values, marker="o",
+                        label=f"{record['modality']} {record['method']}")
+            if key == "bias":
+                ax.axhline(0.0, color="k", ls=":", lw=1)
+            ax.set(xlabel=f"{label} (equal-count test bins)", ylabel=f"{name} on test", title=f"{target}: {name}")
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    name = f"metrics_by_{label}.png"
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def metric_vs_fraction(folder: Path, summary: list[dict[str, Any]]) -> str:
     """A row of R^2, NMAD and 68% coverage against the label fraction per target."""
     plt = _pyplot()
@@ -184,6 +214,17 @@ def _coverage_by_table(metrics: dict[str, Any]) -> list[str]:
         lines.append(f"| {r['target']} | {r['modality']} | {r['method']} | "
                      + " | ".join(cell(a, b) for a, b in zip(by["coverage_68"], by["coverage_68_adaptive"], strict=True))
                      + " |")
+    lines += ["", f"NMAD / outlier fraction on test in the same bins of `{label}`:", "",
+              "| target | modality | method | " + " | ".join(f"bin {i + 1}" for i in range(len(bins))) + " |",
+              "|---" * (3 + len(bins)) + "|"]
+
+    def point(nmad, outliers):
+        return "" if nmad is None or outliers is None else f"{nmad:.3g} / {outliers:.3f}"
+
+    for r in shown:
+        by = r["coverage_by"]
+        lines.append(f"| {r['target']} | {r['modality']} | {r['method']} | "
+                     + " | ".join(point(a, b) for a, b in zip(by["nmad"], by["outlier_fraction"], strict=True)) + " |")
     return lines
 
 

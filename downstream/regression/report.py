@@ -20,7 +20,8 @@ the probe's mean absolute training residual over the object's nearest training n
 (probes.neighbour_spread), in the kNN probe's distance space; q calibrated on val, one per equal-count group of
 predicted value (`adaptive_groups`, Mondrian conformal: the guarantee holds in each group). With `coverage_by` (a label
 such as mag_r), each record's "coverage_by" holds the test coverage of both kinds in equal-count bins of it:
-whether the intervals hold for bright and faint objects alike, not only on average.
+whether the intervals hold for bright and faint objects alike, not only on average; and the point metrics
+(r2, rmse, bias, nmad, outlier_fraction) in the same bins: photo-z quality against magnitude.
 
 Output: REPORT_DIR/metrics.json {"config", "records": one per (target, modality, method, label_fraction,
 seed), "summary": mean and std over seeds}, pred_vs_true_{modality}.png (a row per target), calibration.png
@@ -51,9 +52,10 @@ CONCAT = "concat"
 SPLITS = ("train", "val", "test")
 CURVE_LEVELS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 PREDICTIONS = "predictions.parquet"
-SUMMARY_KEYS = ("r2", "rmse", "bias", "nmad", "outlier_fraction", "coverage_68", "coverage_95",
-                "width_68", "width_95", "coverage_68_adaptive", "coverage_95_adaptive", "width_68_adaptive",
-                "width_95_adaptive", "nll", "coverage_68_recal", "coverage_95_recal", "nll_recal")
+POINT_KEYS = ("r2", "rmse", "bias", "nmad", "outlier_fraction")  # point_metrics' keys, also given per bin
+SUMMARY_KEYS = POINT_KEYS + ("coverage_68", "coverage_95", "width_68", "width_95", "coverage_68_adaptive",
+                             "coverage_95_adaptive", "width_68_adaptive", "width_95_adaptive", "nll",
+                             "coverage_68_recal", "coverage_95_recal", "nll_recal")
 COVERAGE_BINS = 5  # equal-count bins of the `coverage_by` label on test
 
 
@@ -210,7 +212,8 @@ def evaluate(train: Split, val: Split, test: Split, method: str, fraction: float
     scale = probe.predict_sigma or point_scale(probe, x_fit, y_fit, space, config.adaptive_scale)
     multiplier = adaptive_intervals(scale, p_val, p_test, val, test, record, arrays, bounds, config.adaptive_groups)
     if test.strata is not None:
-        record["coverage_by"] = coverage_in_bins(test.y, test.strata, bounds, config.coverage_by)
+        record["coverage_by"] = coverage_in_bins(test.y, p_test, test.strata, bounds, config.coverage_by,
+                                                 redshift_like)
     if predict_for is not None:
         # the gaussian's catalogue sigma is the recalibrated one: val z-scores of unit variance
         sigma_of = None if probe.predict_sigma is None else (
@@ -290,10 +293,12 @@ def interval_space(probe: probes.Probe, x_fit: np.ndarray, y_fit: np.ndarray, va
     return spaces[fraction, seed]
 
 
-def coverage_in_bins(y: np.ndarray, strata: np.ndarray, bounds: dict[str, tuple[np.ndarray, np.ndarray]],
-                     label: str | None) -> dict[str, Any]:
-    """Test coverage of each interval kind in COVERAGE_BINS equal-count bins of `strata` (rows where it is NaN
-    are left out; a bin without rows, from tied values, has coverage None)."""
+def coverage_in_bins(y: np.ndarray, p: np.ndarray, strata: np.ndarray,
+                     bounds: dict[str, tuple[np.ndarray, np.ndarray]], label: str | None,
+                     redshift_like: bool = False) -> dict[str, Any]:
+    """Test coverage of each interval kind, and the point metrics of the predictions p, in COVERAGE_BINS
+    equal-count bins of `strata` (rows where it is NaN are left out; a bin without rows, from tied values,
+    has None; one with a single row, or a single label value, None for r2)."""
     finite = np.isfinite(strata)
     if not finite.any():
         raise ValueError(f"coverage_by {label!r}: no test object has a finite value")
@@ -304,6 +309,9 @@ def coverage_in_bins(y: np.ndarray, strata: np.ndarray, bounds: dict[str, tuple[
     for key, (lower, upper) in bounds.items():
         inside = (y >= lower) & (y <= upper)
         out[key] = [float(inside[r].mean()) if r.any() else None for r in rows]
+    per_bin = [point_metrics(y[r], p[r], redshift_like) if r.any() else None for r in rows]
+    for key in POINT_KEYS:
+        out[key] = [None if m is None or not np.isfinite(m[key]) else m[key] for m in per_bin]
     return out
 
 
@@ -471,5 +479,6 @@ def write_report(config: RegressionConfig) -> Path:
         images.append(plots.metric_vs_fraction(staging, metrics["summary"]))
         if config.coverage_by:
             images.append(plots.coverage_by(staging, metrics["records"], config.coverage_by, fraction))
+            images.append(plots.metrics_by(staging, metrics["records"], config.coverage_by, fraction))
         (staging / "report.md").write_text(plots.markdown(metrics, images))
     return out

@@ -279,6 +279,8 @@ def test_adaptive_intervals_hold_where_the_noise_is_small_and_where_it_is_large(
         by = record["coverage_by"]
         assert by["label"] == "noise_level" and len(by["edges"]) == report.COVERAGE_BINS + 1
         assert sum(by["n"]) == splits.count("test")
+        # this world's noise grows with the label, so the point errors grow from the first bin to the last
+        assert by["nmad"][-1] > 2 * by["nmad"][0] and by["rmse"][-1] > 1.5 * by["rmse"][0], by
         assert abs(record["coverage_68_adaptive"] - 0.68) < 0.06 and abs(record["coverage_95_adaptive"] - 0.95) < 0.03
         adaptive = np.abs(np.array(by["coverage_68_adaptive"]) - 0.68).max()  # the worst fifth of noise levels
         if record["method"] == "gaussian":  # scaled by its own sigma, which follows the noise
@@ -490,6 +492,24 @@ def test_predictions_catalogue_holds_test_and_unlabelled_objects_with_their_inte
         assert all(r["lower_68_adaptive"] < r["predicted"] < r["upper_68_adaptive"] for r in rows)
 
 
+def test_point_metrics_in_bins_by_hand():
+    """Ten objects in five bins of mag: two a bin, the last bin's predictions off by 0.3 (1 + z = 1.5)."""
+    y = np.full(10, 0.5)
+    y[::2] = 0.4  # two values a bin, so each bin's r2 is defined
+    p = y.copy()
+    p[8:] += 0.3
+    mag = np.arange(10.0)
+    bounds = {"coverage_68": (p - 0.1, p + 0.1)}
+    by = report.coverage_in_bins(y, p, mag, bounds, "mag", redshift_like=True)
+    assert by["n"] == [2] * 5 and by["coverage_68"] == [1.0, 1.0, 1.0, 1.0, 0.0]
+    assert by["rmse"][:4] == [0.0] * 4 and by["rmse"][4] == pytest.approx(0.3)
+    assert by["outlier_fraction"] == [0.0, 0.0, 0.0, 0.0, 1.0]  # |dz| / (1 + z) = 0.3 / 1.4, 0.3 / 1.5 > 0.15
+    assert by["r2"][:4] == [1.0] * 4 and by["r2"][4] < 0
+    tied = report.coverage_in_bins(np.array([0.1, 0.2]), np.array([0.1, 0.2]), np.array([1.0, 1.0]),
+                                   {}, "mag")
+    assert tied["n"] == [0, 0, 0, 0, 2] and tied["nmad"][:4] == [None] * 4 and tied["r2"][4] == 1.0
+
+
 def test_coverage_by_a_label_through_the_cli(tmp_path, capsys):
     x, y, noise_std = heteroscedastic_world(1500, seed=4)
     emb = write_store(tmp_path / "emb", {"spectrum": x}, y, split_labels(1500, seed=4),
@@ -499,13 +519,14 @@ def test_coverage_by_a_label_through_the_cli(tmp_path, capsys):
                  "--method", "knn", "linear", "--label-fraction", "1", "--seeds", "1", "--coverage-by", "mag_r",
                  "--no-progress", "--out", str(out)]) == 0
     assert "adaptive" in capsys.readouterr().out
-    assert (out / "coverage_by_mag_r.png").stat().st_size > 0
+    assert (out / "coverage_by_mag_r.png").stat().st_size > 0 and (out / "metrics_by_mag_r.png").stat().st_size > 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["config"]["coverage_by"] == "mag_r"
     assert all(set(r["coverage_by"]) == {"label", "edges", "n", "coverage_68", "coverage_95", "coverage_68_adaptive",
-                                         "coverage_95_adaptive"} for r in result["records"])
+                                         "coverage_95_adaptive", *report.POINT_KEYS} for r in result["records"])
     markdown = (out / "report.md").read_text()
     assert "![coverage_by_mag_r.png](coverage_by_mag_r.png)" in markdown and "bins of `mag_r`" in markdown
+    assert "![metrics_by_mag_r.png](metrics_by_mag_r.png)" in markdown and "NMAD / outlier fraction" in markdown
     # a label the store lacks, or one that is not a number: one line naming it, nothing written
     for label, message in (("mag_g", "no label 'mag_g'"), ("band", "label 'band' is not numeric")):
         assert main(["regress", "--embeddings", str(emb), "--modality", "spectrum", "--target", "mass",
