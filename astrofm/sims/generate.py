@@ -19,6 +19,7 @@ from astrofm.sims.suite import SuiteConfig, load_suite, resolve_suite_path
 
 GENERATOR = "astrofm.sims"
 CHUNK_SIZE = 32  # objects per work unit: enough to vectorise, small enough to balance and show progress
+CATALOGUE_CHUNK = 1000  # objects per step of truth_catalogue (no rendering: vectorised draws)
 MODALITY_ORDER = ("spectrum", "photometry", "image")  # order of the missing-modality intervals
 
 # Every label an object carries, with its unit; recorded in the manifest's provenance.
@@ -140,8 +141,30 @@ class Simulator:
             samples.append(sample)
         return samples
 
+    def catalogue(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The labels of objects [start, stop) as columns, beside "id" and the "split" the dataset writer gives
+        them by default: the survey's true catalogue without rendering or noise (milliseconds an object, not
+        tens), e.g. to measure what a suite's noiseless fluxes and shapes hold before generating it."""
+        from astrofm.data.format import assign_split
+        from astrofm.sims.population import line_labels
+
+        truth = self.truth(start, stop)
+        params, morph, flux_true = truth["params"], truth["morph"], truth["flux_true"]
+        columns = self._label_columns(params, morph, flux_true, line_labels(params, self.sed))
+        ids = [object_id(self.suite.name, self.seed, index) for index in range(start, stop)]
+        return {"id": np.array(ids), "split": np.array([assign_split(i) for i in ids]), **columns}
+
     def _labels(self, params, morph, flux_true, lines) -> list[dict[str, Any]]:
         """Per object: every drawn quantity under a plain name, as JSON scalars."""
+        columns = self._label_columns(params, morph, flux_true, lines)
+        out = []
+        for j in range(len(params["redshift"])):
+            row: dict[str, Any] = {key: value[j].item() for key, value in columns.items()}
+            out.append(row)
+        return out
+
+    def _label_columns(self, params, morph, flux_true, lines) -> dict[str, np.ndarray]:
+        """Every drawn quantity under a plain name, as (n,) columns."""
         columns: dict[str, np.ndarray] = {
             "redshift": params["redshift"], "abs_mag_r": params["abs_mag_r"], "mag_r": params["mag_r"],
             "log_stellar_mass": params["log_stellar_mass"], "log_sfr": params["log_sfr"],
@@ -158,14 +181,23 @@ class Simulator:
             columns[f"psf_fwhm_{band}"] = morph[f"psf_fwhm_{band}"]
         for b, band in enumerate(self.spec.photometry.bands):
             columns[f"flux_true_{band}"] = flux_true[:, b]
-        out = []
-        for j in range(len(params["redshift"])):
-            row: dict[str, Any] = {key: float(value[j]) for key, value in columns.items()}
-            row["galaxy_type"] = "early" if params["early"][j] else "late"
-            row["star_forming"] = int(params["log_ssfr"][j] > -10.8)
-            row["size_clipped"] = int(morph["size_clipped"][j])
-            out.append(row)
-        return out
+        columns = {key: np.asarray(value, dtype=np.float64) for key, value in columns.items()}
+        columns["galaxy_type"] = np.where(params["early"], "early", "late")
+        columns["star_forming"] = (params["log_ssfr"] > -10.8).astype(np.int64)
+        columns["size_clipped"] = np.asarray(morph["size_clipped"]).astype(np.int64)
+        return columns
+
+
+def truth_catalogue(suite: SuiteConfig, n: int, seed: int, progress: bool = True) -> dict[str, np.ndarray]:
+    """Simulator.catalogue of objects [0, n) of `suite` with `seed`: the same objects, labels, ids and
+    splits that `astrofm data mock` would write with that seed, drawn in one process with a progress bar."""
+    from tqdm import tqdm
+
+    simulator = Simulator(suite, seed)
+    parts = [simulator.catalogue(start, min(start + CATALOGUE_CHUNK, n))
+             for start in tqdm(range(0, n, CATALOGUE_CHUNK), desc=f"catalogue {suite.name}", unit="chunk",
+                               disable=not progress)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 # ---------------------------------------------------------------------------------------------

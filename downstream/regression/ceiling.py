@@ -7,6 +7,11 @@ more about redshift than the galaxy's exact g, r, z fluxes and profile. A qualit
 ceiling asks for information the data do not hold.
 
     ceilings = information_ceilings(EmbeddingStore.open("EMB_DIR"), "redshift", CEILING_COLUMNS, seeds=2)
+
+The same from a suite's true catalogue alone, before any survey is rendered or encoder trained (what a
+new suite's images could at best say; benchmarks/bench_mock_ceiling.py):
+
+    ceilings = catalogue_ceilings(truth_catalogue(load_suite("observed"), 20000, seed=0))
 """
 
 from __future__ import annotations
@@ -73,6 +78,19 @@ def probe_scores(x: np.ndarray, y: np.ndarray, split: np.ndarray, target: str, s
     return {"seeds": seeds, **{f"n_{name}": int(rows[name].size) for name in SPLITS},
             "mean": {k: float(np.mean([r[k] for r in runs])) for k in keys},
             "std": {k: float(np.std([r[k] for r in runs])) for k in keys}}
+
+
+def catalogue_ceilings(catalogue: Mapping[str, np.ndarray], target: str = "redshift",
+                       columns: Mapping[str, Sequence[str]] = CEILING_COLUMNS, seeds: int = 1,
+                       where: str = "catalogue") -> dict[str, dict[str, Any]]:
+    """name -> ceiling(...) for each entry of `columns`, from a mock's true catalogue as columns with a "split"
+    (astrofm.sims.generate.truth_catalogue): the ceilings of a suite before its survey is generated."""
+    import pyarrow as pa
+
+    if len(catalogue.get("split", ())) == 0:
+        raise ValueError(f"{where}: the catalogue has no objects (or no 'split' column)")
+    table = pa.table({key: np.asarray(value) for key, value in catalogue.items()})
+    return {name: ceiling(table, target, cols, seeds, where) for name, cols in columns.items()}
 
 
 def information_ceilings(store, target: str = "redshift",

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from astrofm.embedstore.store import EMBEDDINGS_FORMAT, EmbeddingStore, vectors_array
-from downstream.regression.ceiling import catalogue_features, information_ceilings
+from downstream.regression.ceiling import catalogue_ceilings, catalogue_features, information_ceilings
 from tests.downstream.test_regression import split_labels
 
 
@@ -48,3 +48,18 @@ def test_fluxes_are_fitted_in_log_and_a_missing_column_is_named(tmp_path):
     np.testing.assert_allclose(features[:, 1], table.column("noise").to_numpy())
     with pytest.raises(ValueError, match=r"here: no catalogue column\(s\) \['half_light_radius_arcsec'\]"):
         catalogue_features(table, ["flux_true_g", "half_light_radius_arcsec"], "here")
+
+
+def test_catalogue_ceilings_agree_with_the_store_route_and_refuse_an_empty_catalogue(tmp_path, one_thread):
+    store = catalogue_store(tmp_path / "emb")
+    table = store.read("spectrum", splits=["train", "val", "test"])
+    catalogue = {name: table.column(name).to_numpy(zero_copy_only=False)
+                 for name in ("split", "flux_true_g", "flux_true_r", "noise", "redshift")}
+    columns = {"fluxes": ("flux_true_g", "flux_true_r"), "noise": ("noise",)}
+    from_catalogue = catalogue_ceilings(catalogue, "redshift", columns, seeds=1)
+    from_store = information_ceilings(store, "redshift", columns, seeds=1)
+    for name in columns:  # the same rows, splits and probe: the same numbers
+        assert from_catalogue[name]["mean"] == pytest.approx(from_store[name]["mean"])
+    assert from_catalogue["fluxes"]["mean"]["r2"] > 0.95
+    with pytest.raises(ValueError, match="suite x: the catalogue has no objects"):
+        catalogue_ceilings({"split": np.array([]), "redshift": np.array([])}, where="suite x")

@@ -61,6 +61,20 @@ def test_manifest_provenance_ids_and_meta(tmp_path):
     assert set(manifest.spec.modalities) == {"spectrum", "photometry", "image"}
 
 
+def test_the_truth_catalogue_is_the_generated_survey_without_pixels(tmp_path):
+    manifest = generate_mock(MockConfig(suite="sim_slight", n=12, out=str(tmp_path / "d"), seed=3), progress=False)
+    catalogue = generate.truth_catalogue(load_suite("sim_slight"), 12, seed=3, progress=False)
+    samples = {s.id: s for s in Dataset(tmp_path / "d").iter_samples()}
+    split_of = {s.id: split for split in manifest.splits for s in Dataset(tmp_path / "d").iter_samples(split)}
+    assert sorted(catalogue["id"].tolist()) == sorted(samples) and len(catalogue["id"]) == 12
+    for row, object_id in enumerate(catalogue["id"].tolist()):
+        assert catalogue["split"][row] == split_of[object_id]  # the split the writer gave it
+        labels = samples[object_id].labels
+        assert set(labels) <= set(catalogue)
+        for key, value in labels.items():  # the same objects, label for label
+            assert catalogue[key][row].item() == value, key
+
+
 def test_missing_fractions_follow_the_knobs():
     suite = dataclasses.replace(load_suite("observed"), missing_fraction=MissingConfig(0.3, 0.2, 0.1))
     simulator = Simulator(suite, seed=1)

@@ -1,0 +1,69 @@
+"""What a mock suite's noiseless catalogue holds about redshift, before any survey is rendered or encoder trained.
+
+    python benchmarks/bench_mock_ceiling.py [--suite observed] [--n 20000] [--seed 0] [--mag-limit-r 19.5]
+
+Draws the suite's true catalogue (the same objects, ids and splits as `astrofm data mock --suite S --n N
+--seed SEED`, without images, spectra or noise: a few minutes for 20,000 objects instead of tens) and fits
+the MLP probe of `astrofm regress` (train split, early stopping on val, metrics on test) from exact columns
+to the target. Prints ONE JSON object with, per column set, the test R^2, NMAD and outlier fraction:
+
+    image         the exact g, r, z fluxes and light profile: no image encoder can know more
+    image_fluxes  the exact g, r, z fluxes alone: what the colours and brightness hold without the shape
+    photometry    the exact g, r, z, W1, W2 fluxes
+
+An image-redshift target above the `image` ceiling asks for information the suite's images do not hold.
+--mag-limit-r draws a brighter (or fainter) selection of the same universe, e.g. 19.5 for a sample like
+the DESI bright-galaxy survey that AstroCLIP's image figures come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+EXTRA_COLUMNS = {"image_fluxes": ("flux_true_g", "flux_true_r", "flux_true_z")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="observed", help="suite name (configs/mock) or YAML path")
+    parser.add_argument("--n", type=int, default=20000, help="objects (default 20000, the issue's survey size)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mag-limit-r", type=float, default=None,
+                        help="replace the suite's apparent r magnitude limit (a brighter or fainter selection)")
+    parser.add_argument("--target", default="redshift")
+    parser.add_argument("--seeds", type=int, default=1, help="MLP probe seeds per column set (default 1)")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from astrofm.sims.generate import truth_catalogue
+    from astrofm.sims.suite import load_suite
+    from downstream.regression.ceiling import CEILING_COLUMNS, catalogue_ceilings
+
+    suite = load_suite(args.suite)
+    if args.mag_limit_r is not None:
+        suite = dataclasses.replace(suite, population=dataclasses.replace(suite.population,
+                                                                          mag_limit_r=args.mag_limit_r))
+    start = time.perf_counter()
+    catalogue = truth_catalogue(suite, args.n, args.seed)
+    drawn = time.perf_counter() - start
+    ceilings = catalogue_ceilings(catalogue, args.target, {**CEILING_COLUMNS, **EXTRA_COLUMNS}, args.seeds,
+                                  where=f"suite {suite.name}")
+    target = catalogue[args.target]
+    print(json.dumps({
+        "benchmark": "mock_ceiling", "suite": suite.name, "n": args.n, "seed": args.seed,
+        "mag_limit_r": suite.population.mag_limit_r, "target": args.target,
+        "target_mean": round(float(np.mean(target)), 4), "target_std": round(float(np.std(target)), 4),
+        "ceilings": {name: {"columns": entry["columns"], "n_train": entry["n_train"], "n_test": entry["n_test"],
+                            **{key: round(value, 4) for key, value in entry["mean"].items()},
+                            "r2_std_over_seeds": round(entry["std"]["r2"], 4)}
+                     for name, entry in ceilings.items()},
+        "seconds_catalogue": round(drawn, 1), "seconds_total": round(time.perf_counter() - start, 1),
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
