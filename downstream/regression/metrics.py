@@ -8,6 +8,12 @@
                       other targets: fraction with |r - median r| > 3 nmad
     coverage          fraction of y inside [lo, hi] (coverage_68 / coverage_95 for the two intervals)
     gaussian_nll      mean of 0.5 log(2 pi sigma^2) + (y - mu)^2 / (2 sigma^2), for a predicted N(mu, sigma^2)
+    gaussian_crps     mean continuous ranked probability score of N(mu, sigma^2) at y (target units, lower is
+                      better; the mean |p - y| of a point estimate is its sigma -> 0 limit): the proper score
+                      photo-z challenges rank probabilistic redshifts by
+    pit               probability integral transform Phi((y - mu) / sigma): uniform on [0, 1] for a calibrated
+                      predictor; a U shape is too narrow, a hump too wide, a slope biased
+    pit_ks            Kolmogorov-Smirnov distance of the PIT values from the uniform distribution
 
 The residual r is (p - y) / (1 + y) for a redshift-like target (the usual photo-z convention, dz/(1+z))
 and p - y otherwise. So for redshift, bias, nmad and outlier_fraction are in units of dz/(1+z), while
@@ -16,6 +22,7 @@ r2 and rmse are always in the target's own units.
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -80,6 +87,35 @@ def gaussian_nll(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
     """Mean negative log-likelihood of y under N(mu, sigma^2), in the target's own units."""
     y, mu, sigma = (np.asarray(a, dtype=np.float64) for a in (y, mu, sigma))
     return float(np.mean(0.5 * np.log(2 * np.pi * sigma ** 2) + (y - mu) ** 2 / (2 * sigma ** 2)))
+
+
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(np.asarray(z, np.float64) / math.sqrt(2.0)))
+
+
+def gaussian_crps(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """Mean CRPS of N(mu, sigma^2) at y, in closed form (Gneiting & Raftery 2007, eq. 21):
+    sigma [z (2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi)], z = (y - mu) / sigma."""
+    y, mu, sigma = (np.asarray(a, dtype=np.float64) for a in (y, mu, sigma))
+    z = (y - mu) / sigma
+    density = np.exp(-0.5 * z ** 2) / math.sqrt(2 * math.pi)
+    return float(np.mean(sigma * (z * (2 * _normal_cdf(z) - 1) + 2 * density - 1 / math.sqrt(math.pi))))
+
+
+def gaussian_pit(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """(N,) Phi((y - mu) / sigma): where each truth falls in its predicted distribution."""
+    y, mu, sigma = (np.asarray(a, dtype=np.float64) for a in (y, mu, sigma))
+    return _normal_cdf((y - mu) / sigma)
+
+
+def pit_ks(pit: np.ndarray) -> float:
+    """Kolmogorov-Smirnov distance between the empirical distribution of `pit` and U(0, 1)."""
+    u = np.sort(np.asarray(pit, dtype=np.float64))
+    n = len(u)
+    if n == 0:
+        return float("nan")
+    steps = np.arange(1, n + 1) / n
+    return float(max(np.max(steps - u), np.max(u - (steps - 1 / n))))
 
 
 def normal_z(level: float) -> float:

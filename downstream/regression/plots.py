@@ -63,6 +63,35 @@ def calibration(folder: Path, shown: dict[str, dict[str, dict[str, dict]]], leve
     return "calibration.png"
 
 
+PIT_BINS = 20
+
+
+def pit_histograms(folder: Path, shown: dict[str, dict[str, dict[str, dict]]]) -> str:
+    """One panel per target: the test PIT histogram of every probabilistic probe (own sigma, and sigma x s
+    fitted on val), against the flat line of a calibrated one."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4), squeeze=False)
+    edges = np.linspace(0.0, 1.0, PIT_BINS + 1)
+    for ax, (target, by_modality) in zip(axes[0], shown.items(), strict=True):
+        for modality, methods in by_modality.items():
+            for method, arrays in methods.items():
+                if "pit" not in arrays:
+                    continue
+                counts, _ = np.histogram(arrays["pit"], edges, density=True)
+                line = ax.stairs(counts, edges, label=f"{modality} {method} (own sigma)")
+                counts, _ = np.histogram(arrays["pit_recal"], edges, density=True)
+                ax.stairs(counts, edges, ls=":", color=line.get_edgecolor(),
+                          label=f"{modality} {method} (sigma x s, fitted on val)")
+        ax.axhline(1.0, color="k", ls="--", lw=1, label="calibrated")
+        ax.set(xlabel="PIT = Phi((true - mean) / sigma)", ylabel="density on test", xlim=(0, 1),
+               title=f"PIT: {target} (U: too narrow, hump: too wide)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "pit.png", dpi=110)
+    plt.close(fig)
+    return "pit.png"
+
+
 def coverage_by(folder: Path, records: list[dict[str, Any]], label: str, fraction: float) -> str:
     """A row per target, a panel per modality and level: test coverage in bins of `label` for every method,
     its main intervals (solid) against the adaptive ones (dashed); seed 0, the largest label fraction."""
@@ -179,9 +208,12 @@ def markdown(metrics: dict[str, Any], images: list[str]) -> str:
               f"The multiplier is calibrated on val in up to {config.get('adaptive_groups', 1)} equal-count groups "
               "of predicted value (Mondrian conformal), so the guarantee also holds within each group."]
     if any("nll" in entry["mean"] for entry in metrics["summary"]):
-        keys += ("nll",)
-        lines += ["", "Method `gaussian`: intervals mean ± z·sigma from its own predicted sigma (coverage and nll "
-                  "use that sigma; metrics.json also holds *_recal keys with sigma scaled by s fitted on val). "
+        keys += ("nll", "crps", "pit_ks")
+        lines += ["", "Method `gaussian`: intervals mean ± z·sigma from its own predicted sigma (coverage, nll, "
+                  "crps and pit_ks use that sigma; metrics.json also holds *_recal keys with sigma scaled by s "
+                  "fitted on val). crps: the mean continuous ranked probability score of N(mean, sigma²), in the "
+                  "target's units (lower is better); pit_ks: the Kolmogorov-Smirnov distance of the PIT values "
+                  "Φ((true - mean) / sigma) from uniform (0 for a calibrated predictor; pit.png shows them). "
                   "The other methods' intervals are split-conformal, calibrated on val."]
     lines += ["", "| target | modality | method | fraction | n_train | " + " | ".join(keys) + " |",
               "|---" * (5 + len(keys)) + "|"]

@@ -46,7 +46,16 @@ from astrofm.atomic import staged_folder
 from astrofm.embedstore.store import EmbeddingStore, table_vectors
 from astrofm.reports import check_report_target, summarise_over_seeds, write_metrics
 from downstream.regression import conformal, probes
-from downstream.regression.metrics import coverage, gaussian_nll, is_redshift_like, normal_z, point_metrics
+from downstream.regression.metrics import (
+    coverage,
+    gaussian_crps,
+    gaussian_nll,
+    gaussian_pit,
+    is_redshift_like,
+    normal_z,
+    pit_ks,
+    point_metrics,
+)
 
 CONCAT = "concat"
 SPLITS = ("train", "val", "test")
@@ -55,7 +64,8 @@ PREDICTIONS = "predictions.parquet"
 POINT_KEYS = ("r2", "rmse", "bias", "nmad", "outlier_fraction")  # point_metrics' keys, also given per bin
 SUMMARY_KEYS = POINT_KEYS + ("coverage_68", "coverage_95", "width_68", "width_95", "coverage_68_adaptive",
                              "coverage_95_adaptive", "width_68_adaptive", "width_95_adaptive", "nll",
-                             "coverage_68_recal", "coverage_95_recal", "nll_recal")
+                             "coverage_68_recal", "coverage_95_recal", "nll_recal", "crps", "crps_recal",
+                             "pit_ks", "pit_ks_recal")
 COVERAGE_BINS = 5  # equal-count bins of the `coverage_by` label on test
 
 
@@ -239,7 +249,8 @@ def main_intervals(probe: probes.Probe, p_val: np.ndarray, p_test: np.ndarray, v
             bounds[f"coverage_{tag}_recal"] = (p_test - z * scaled, p_test + z * scaled)
         curves = [[coverage(test.y, p_test - normal_z(a) * s, p_test + normal_z(a) * s) for a in CURVE_LEVELS]
                   for s in (sigma, scaled)]
-        arrays.update({"sigma": sigma, "curve": np.array(curves[0]), "curve_recal": np.array(curves[1])})
+        arrays.update({"sigma": sigma, "curve": np.array(curves[0]), "curve_recal": np.array(curves[1]),
+                       "pit": gaussian_pit(test.y, p_test, sigma), "pit_recal": gaussian_pit(test.y, p_test, scaled)})
         return bounds, None
     half = conformal.calibrate(val.y, p_val, levels=conformal.LEVELS + CURVE_LEVELS)
     for level in conformal.LEVELS:
@@ -347,7 +358,8 @@ def catalogue(probe, parts: list[tuple[str, Split]], sigma_of, half: dict[float,
 
 def sigma_intervals(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
     """Coverage and mean width of mu +- z sigma at the conformal levels, and the Gaussian NLL, on (y, mu, sigma)."""
-    out = {"nll": gaussian_nll(y, mu, sigma)}
+    out = {"nll": gaussian_nll(y, mu, sigma), "crps": gaussian_crps(y, mu, sigma),
+           "pit_ks": pit_ks(gaussian_pit(y, mu, sigma))}
     for level in conformal.LEVELS:
         tag, z = int(round(level * 100)), normal_z(level)
         out[f"coverage_{tag}"] = coverage(y, mu - z * sigma, mu + z * sigma)
@@ -477,6 +489,9 @@ def write_report(config: RegressionConfig) -> Path:
         images = [plots.pred_vs_true(staging, m, {t: shown[t][m] for t in shown}, fraction) for m in modalities]
         images.append(plots.calibration(staging, shown, metrics["config"]["curve_levels"]))
         images.append(plots.metric_vs_fraction(staging, metrics["summary"]))
+        if any("pit" in arrays for by_modality in shown.values() for methods in by_modality.values()
+               for arrays in methods.values()):
+            images.append(plots.pit_histograms(staging, shown))
         if config.coverage_by:
             images.append(plots.coverage_by(staging, metrics["records"], config.coverage_by, fraction))
             images.append(plots.metrics_by(staging, metrics["records"], config.coverage_by, fraction))

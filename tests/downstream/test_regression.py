@@ -163,6 +163,31 @@ def test_gaussian_interval_keys_by_hand():
     assert out["nll"] == pytest.approx(nll)
 
 
+def test_gaussian_crps_against_its_integral_and_its_point_limit():
+    y, mu, sigma = np.array([0.3, -1.0, 2.5]), np.array([0.0, 0.5, 2.0]), np.array([0.5, 1.0, 0.2])
+    # CRPS = integral of (F(x) - 1{x >= y})^2 dx, by the trapezoid rule on a fine grid
+    grid = np.linspace(-12.0, 12.0, 240001)
+    numeric = []
+    for yi, mi, si in zip(y, mu, sigma, strict=True):
+        cdf = metrics.gaussian_pit(grid, np.full_like(grid, mi), np.full_like(grid, si))
+        squared = (cdf - (grid >= yi)) ** 2
+        numeric.append(np.sum((squared[1:] + squared[:-1]) / 2 * np.diff(grid)))
+    assert metrics.gaussian_crps(y, mu, sigma) == pytest.approx(np.mean(numeric), rel=1e-4)
+    # as sigma -> 0 the CRPS becomes the absolute error of the mean
+    assert metrics.gaussian_crps(y, mu, np.full(3, 1e-9)) == pytest.approx(np.mean(np.abs(y - mu)), rel=1e-6)
+
+
+def test_pit_is_uniform_for_the_true_distribution_and_not_for_a_too_narrow_one():
+    rng = np.random.default_rng(0)
+    mu, sigma = rng.normal(size=20000), rng.uniform(0.5, 2.0, size=20000)
+    y = mu + sigma * rng.normal(size=20000)
+    assert metrics.pit_ks(metrics.gaussian_pit(y, mu, sigma)) < 0.015
+    narrow = metrics.gaussian_pit(y, mu, sigma / 2)
+    assert metrics.pit_ks(narrow) > 0.1 and np.mean((narrow < 0.1) | (narrow > 0.9)) > 0.4  # a U shape
+    assert metrics.pit_ks(np.array([0.25, 0.75])) == pytest.approx(0.25)  # by hand: steps 1/2 at 0.25 and 0.75
+    assert metrics.pit_ks(np.array([0.5])) == pytest.approx(0.5)
+
+
 def test_adaptive_conformal_multiplier_by_hand():
     # scores |y - p| / u = 1, 0.5, 2, 4: at level 0.5, k = ceil(5 * 0.5) = 3 -> the third smallest, 2
     y, p, u = np.array([1.0, 1.0, 4.0, 4.0]), np.zeros(4), np.array([1.0, 2.0, 2.0, 1.0])
@@ -622,12 +647,15 @@ def test_gaussian_method_through_the_cli(tmp_path, capsys):
     gaussian, = (r for r in result["records"] if r["method"] == "gaussian")
     mlp, = (r for r in result["records"] if r["method"] == "mlp")
     assert {"nll", "coverage_68", "coverage_95", "width_68", "width_95", "nll_recal", "coverage_68_recal",
-            "coverage_95_recal"} <= set(gaussian)
+            "coverage_95_recal", "crps", "crps_recal", "pit_ks", "pit_ks_recal"} <= set(gaussian)
+    # sharp and calibrated on this world: a CRPS below the RMSE of its own mean, a PIT near uniform
+    assert gaussian["crps"] < gaussian["rmse"] and gaussian["pit_ks"] < 0.12
+    assert (out / "pit.png").stat().st_size > 0 and "![pit.png](pit.png)" in (out / "report.md").read_text()
     assert "sigma_scale" in gaussian["chosen"] and "val_nll" in gaussian["chosen"]
     assert "nll" not in mlp and 0.5 < gaussian["coverage_68"] < 0.85 and gaussian["coverage_95"] > 0.85
     summary, = (s for s in result["summary"] if s["method"] == "gaussian")
     assert summary["mean"]["nll"] == pytest.approx(gaussian["nll"])
-    assert "| nll |" in (out / "report.md").read_text()
+    assert "| nll | crps | pit_ks |" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("change, message", [
