@@ -11,6 +11,9 @@ to the target. Prints ONE JSON object with, per column set, the test R^2, NMAD a
     image_fluxes  the exact g, r, z fluxes alone: what the colours and brightness hold without the shape
     photometry    the exact g, r, z, W1, W2 fluxes
 
+    image_with_extra_filters  (with --extra-filters) the `image` columns plus the exact fluxes through those
+                  speclite filters: what images in more bands would hold, e.g. decam2014-i decam2014-Y
+
 An image-redshift target above the `image` ceiling asks for information the suite's images do not hold.
 --mag-limit-r draws a brighter (or fainter) selection of the same universe, e.g. 19.5 for a sample like
 the DESI bright-galaxy survey that AstroCLIP's image figures come from.
@@ -33,6 +36,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mag-limit-r", type=float, default=None,
                         help="replace the suite's apparent r magnitude limit (a brighter or fainter selection)")
+    parser.add_argument("--extra-filters", nargs="+", default=[], metavar="FILTER",
+                        help="speclite filters (e.g. decam2014-i decam2014-Y) whose exact fluxes join the image "
+                             "columns in one more ceiling, image_with_extra_filters")
     parser.add_argument("--target", default="redshift")
     parser.add_argument("--seeds", type=int, default=1, help="MLP probe seeds per column set (default 1)")
     args = parser.parse_args()
@@ -48,14 +54,17 @@ def main() -> None:
         suite = dataclasses.replace(suite, population=dataclasses.replace(suite.population,
                                                                           mag_limit_r=args.mag_limit_r))
     start = time.perf_counter()
-    catalogue = truth_catalogue(suite, args.n, args.seed)
+    catalogue = truth_catalogue(suite, args.n, args.seed, extra_filters=args.extra_filters)
     drawn = time.perf_counter() - start
-    ceilings = catalogue_ceilings(catalogue, args.target, {**CEILING_COLUMNS, **EXTRA_COLUMNS}, args.seeds,
-                                  where=f"suite {suite.name}")
+    columns = {**CEILING_COLUMNS, **EXTRA_COLUMNS}
+    if args.extra_filters:
+        columns["image_with_extra_filters"] = (*CEILING_COLUMNS["image"],
+                                               *(f"flux_true_{name}" for name in args.extra_filters))
+    ceilings = catalogue_ceilings(catalogue, args.target, columns, args.seeds, where=f"suite {suite.name}")
     target = catalogue[args.target]
     print(json.dumps({
         "benchmark": "mock_ceiling", "suite": suite.name, "n": args.n, "seed": args.seed,
-        "mag_limit_r": suite.population.mag_limit_r, "target": args.target,
+        "mag_limit_r": suite.population.mag_limit_r, "extra_filters": args.extra_filters, "target": args.target,
         "target_mean": round(float(np.mean(target)), 4), "target_std": round(float(np.std(target)), 4),
         "ceilings": {name: {"columns": entry["columns"], "n_train": entry["n_train"], "n_test": entry["n_test"],
                             **{key: round(value, 4) for key, value in entry["mean"].items()},

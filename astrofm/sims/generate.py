@@ -7,6 +7,7 @@ its own streams seeded by (seed, index), so the shards are byte-identical whatev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,18 +142,36 @@ class Simulator:
             samples.append(sample)
         return samples
 
-    def catalogue(self, start: int, stop: int) -> dict[str, np.ndarray]:
+    def catalogue(self, start: int, stop: int, extra_filters: Sequence[str] = ()) -> dict[str, np.ndarray]:
         """The labels of objects [start, stop) as columns, beside "id" and the "split" the dataset writer gives
         them by default: the survey's true catalogue without rendering or noise (milliseconds an object, not
-        tens), e.g. to measure what a suite's noiseless fluxes and shapes hold before generating it."""
+        tens), e.g. to measure what a suite's noiseless fluxes and shapes hold before generating it.
+        `extra_filters` (speclite names, e.g. "decam2014-i") add flux_true_{filter} columns in nanomaggies: the
+        same galaxies seen through bands the survey does not have."""
         from astrofm.data.format import assign_split
         from astrofm.sims.population import line_labels
 
         truth = self.truth(start, stop)
         params, morph, flux_true = truth["params"], truth["morph"], truth["flux_true"]
         columns = self._label_columns(params, morph, flux_true, line_labels(params, self.sed))
+        if extra_filters:
+            extra = self._extra_sed(tuple(extra_filters))
+            columns.update({f"flux_true_{name}": extra.band_maggies(name, params) * 1e9 for name in extra_filters})
         ids = [object_id(self.suite.name, self.seed, index) for index in range(start, stop)]
         return {"id": np.array(ids), "split": np.array([assign_split(i) for i in ids]), **columns}
+
+    def _extra_sed(self, filters: tuple[str, ...]):
+        """A SedModel of this suite whose bands are `filters`, named as the filters; built once per tuple."""
+        from astrofm.sims.sed import SedModel
+
+        cache = self.__dict__.setdefault("_extra_seds", {})
+        if filters not in cache:
+            try:
+                cache[filters] = SedModel(self.suite.lines, self.suite.dust, list(filters), list(filters))
+            except (ValueError, KeyError, OSError) as error:
+                raise ValueError(f"suite {self.suite.name}: extra filters {list(filters)}: {error} (speclite "
+                                 f"names such as decam2014-i, sdss2010-u, lsst2023-y)") from None
+        return cache[filters]
 
     def _labels(self, params, morph, flux_true, lines) -> list[dict[str, Any]]:
         """Per object: every drawn quantity under a plain name, as JSON scalars."""
@@ -188,13 +207,14 @@ class Simulator:
         return columns
 
 
-def truth_catalogue(suite: SuiteConfig, n: int, seed: int, progress: bool = True) -> dict[str, np.ndarray]:
+def truth_catalogue(suite: SuiteConfig, n: int, seed: int, progress: bool = True,
+                    extra_filters: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Simulator.catalogue of objects [0, n) of `suite` with `seed`: the same objects, labels, ids and
     splits that `astrofm data mock` would write with that seed, drawn in one process with a progress bar."""
     from tqdm import tqdm
 
     simulator = Simulator(suite, seed)
-    parts = [simulator.catalogue(start, min(start + CATALOGUE_CHUNK, n))
+    parts = [simulator.catalogue(start, min(start + CATALOGUE_CHUNK, n), extra_filters)
              for start in tqdm(range(0, n, CATALOGUE_CHUNK), desc=f"catalogue {suite.name}", unit="chunk",
                                disable=not progress)]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}

@@ -75,6 +75,15 @@ def test_the_truth_catalogue_is_the_generated_survey_without_pixels(tmp_path):
             assert catalogue[key][row].item() == value, key
 
 
+def test_extra_filters_see_the_same_galaxies_and_an_unknown_one_is_named(simulator):
+    catalogue = simulator.catalogue(0, 6, extra_filters=["decam2014-r", "decam2014-i"])
+    # the survey's own r band through its own speclite curve: the same fluxes
+    np.testing.assert_allclose(catalogue["flux_true_decam2014-r"], catalogue["flux_true_r"], rtol=1e-12)
+    assert np.all(catalogue["flux_true_decam2014-i"] > 0)
+    with pytest.raises(ValueError, match=r"suite observed: extra filters \['nope-x'\]"):
+        simulator.catalogue(0, 2, extra_filters=["nope-x"])
+
+
 def test_missing_fractions_follow_the_knobs():
     suite = dataclasses.replace(load_suite("observed"), missing_fraction=MissingConfig(0.3, 0.2, 0.1))
     simulator = Simulator(suite, seed=1)
