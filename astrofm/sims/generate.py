@@ -81,6 +81,7 @@ class Simulator:
         self.sed = SedModel(suite.lines, suite.dust, self.spec.photometry.bands, self.spec.photometry.filters)
         self.cosmo = Cosmology()
         self.image_columns = [self.spec.photometry.bands.index(b) for b in self.spec.image.bands]
+        self._extra_seds: dict[tuple[str, ...], Any] = {}  # catalogue(extra_filters=...): SedModel per filter tuple
 
     def truth(self, start: int, stop: int) -> dict[str, Any]:
         """Noiseless truth of objects [start, stop): parameters, morphology, true fluxes (n, B), streams."""
@@ -164,23 +165,18 @@ class Simulator:
         """A SedModel of this suite whose bands are `filters`, named as the filters; built once per tuple."""
         from astrofm.sims.sed import SedModel
 
-        cache = self.__dict__.setdefault("_extra_seds", {})
-        if filters not in cache:
+        if filters not in self._extra_seds:
             try:
-                cache[filters] = SedModel(self.suite.lines, self.suite.dust, list(filters), list(filters))
+                self._extra_seds[filters] = SedModel(self.suite.lines, self.suite.dust, list(filters), list(filters))
             except (ValueError, KeyError, OSError) as error:
                 raise ValueError(f"suite {self.suite.name}: extra filters {list(filters)}: {error} (speclite "
                                  f"names such as decam2014-i, sdss2010-u, lsst2023-y)") from None
-        return cache[filters]
+        return self._extra_seds[filters]
 
     def _labels(self, params, morph, flux_true, lines) -> list[dict[str, Any]]:
         """Per object: every drawn quantity under a plain name, as JSON scalars."""
         columns = self._label_columns(params, morph, flux_true, lines)
-        out = []
-        for j in range(len(params["redshift"])):
-            row: dict[str, Any] = {key: value[j].item() for key, value in columns.items()}
-            out.append(row)
-        return out
+        return [{key: value[j].item() for key, value in columns.items()} for j in range(len(params["redshift"]))]
 
     def _label_columns(self, params, morph, flux_true, lines) -> dict[str, np.ndarray]:
         """Every drawn quantity under a plain name, as (n,) columns."""

@@ -357,7 +357,8 @@ def catalogue(probe, parts: list[tuple[str, Split]], sigma_of, half: dict[float,
 
 
 def sigma_intervals(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
-    """Coverage and mean width of mu +- z sigma at the conformal levels, and the Gaussian NLL, on (y, mu, sigma)."""
+    """Coverage and mean width of mu +- z sigma at the conformal levels, the Gaussian NLL and CRPS, and the KS
+    distance of the PIT values from uniform, on (y, mu, sigma)."""
     out = {"nll": gaussian_nll(y, mu, sigma), "crps": gaussian_crps(y, mu, sigma),
            "pit_ks": pit_ks(gaussian_pit(y, mu, sigma))}
     for level in conformal.LEVELS:
