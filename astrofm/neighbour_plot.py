@@ -13,8 +13,11 @@ import numpy as np
 
 
 def _colour_stamp(flux: np.ndarray) -> np.ndarray:
-    """(3, H, W) g, r, z fluxes -> (H, W, 3) RGB in [0, 1] with an asinh stretch (z as red, g as blue)."""
-    rgb = np.moveaxis(np.asarray(flux, dtype=np.float64)[::-1], 0, -1)
+    """(C, H, W) fluxes, bands blue to red -> (H, W, 3) RGB in [0, 1] with an asinh stretch: the reddest band
+    as red, the bluest as blue and a middle one as green (g, r, z; g, i, z of g, r, i, z); one band as grey."""
+    flux = np.asarray(flux, dtype=np.float64)
+    bands = flux.shape[0]
+    rgb = np.moveaxis(flux[[bands - 1, bands // 2, 0]], 0, -1)
     scale = np.percentile(np.abs(rgb), 99.5) or 1.0
     return np.clip(np.arcsinh(rgb / (0.1 * scale)) / np.arcsinh(10.0), 0.0, 1.0)
 

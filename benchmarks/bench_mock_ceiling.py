@@ -7,12 +7,14 @@ Draws the suite's true catalogue (the same objects, ids and splits as `astrofm d
 the MLP probe of `astrofm regress` (train split, early stopping on val, metrics on test) from exact columns
 to the target. Prints ONE JSON object with, per column set, the test R^2, NMAD and outlier fraction:
 
-    image         the exact g, r, z fluxes and light profile: no image encoder can know more
-    image_fluxes  the exact g, r, z fluxes alone: what the colours and brightness hold without the shape
-    photometry    the exact g, r, z, W1, W2 fluxes
+    image         the exact fluxes in the image bands (g, r, z by default) and the light profile: no image
+                  encoder can know more
+    image_fluxes  those fluxes alone: what the colours and brightness hold without the shape
+    photometry    the exact fluxes in the photometry bands (g, r, z, W1, W2 by default)
 
     image_with_extra_filters  (with --extra-filters) the `image` columns plus the exact fluxes through those
                   speclite filters: what images in more bands would hold, e.g. decam2014-i decam2014-Y
+                  (configs/mock/observed_griz.yaml renders such a survey: its own `image` ceiling has i)
 
 An image-redshift target above the `image` ceiling asks for information the suite's images do not hold.
 --mag-limit-r draws a brighter (or fainter) selection of the same universe, e.g. 19.5 for a sample like
@@ -25,8 +27,6 @@ import argparse
 import dataclasses
 import json
 import time
-
-EXTRA_COLUMNS = {"image_fluxes": ("flux_true_g", "flux_true_r", "flux_true_z")}
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
 
     from astrofm.sims.generate import truth_catalogue
     from astrofm.sims.suite import load_suite
-    from downstream.regression.ceiling import CEILING_COLUMNS, catalogue_ceilings
+    from downstream.regression.ceiling import catalogue_ceilings, ceiling_columns
 
     suite = load_suite(args.suite)
     if args.mag_limit_r is not None:
@@ -56,15 +56,16 @@ def main() -> None:
     start = time.perf_counter()
     catalogue = truth_catalogue(suite, args.n, args.seed, extra_filters=args.extra_filters)
     drawn = time.perf_counter() - start
-    columns = {**CEILING_COLUMNS, **EXTRA_COLUMNS}
+    columns = ceiling_columns(suite.observing.image_bands, suite.observing.photometry_bands)
     if args.extra_filters:
-        columns["image_with_extra_filters"] = (*CEILING_COLUMNS["image"],
+        columns["image_with_extra_filters"] = (*columns["image"],
                                                *(f"flux_true_{name}" for name in args.extra_filters))
     ceilings = catalogue_ceilings(catalogue, args.target, columns, args.seeds, where=f"suite {suite.name}")
     target = catalogue[args.target]
     print(json.dumps({
         "benchmark": "mock_ceiling", "suite": suite.name, "n": args.n, "seed": args.seed,
-        "mag_limit_r": suite.population.mag_limit_r, "extra_filters": args.extra_filters, "target": args.target,
+        "mag_limit_r": suite.population.mag_limit_r, "image_bands": suite.observing.image_bands,
+        "photometry_bands": suite.observing.photometry_bands, "extra_filters": args.extra_filters, "target": args.target,
         "target_mean": round(float(np.mean(target)), 4), "target_std": round(float(np.std(target)), 4),
         "ceilings": {name: {"columns": entry["columns"], "n_train": entry["n_train"], "n_test": entry["n_test"],
                             **{key: round(value, 4) for key, value in entry["mean"].items()},

@@ -38,6 +38,35 @@ def default_wandb_mode() -> None:
         os.environ["WANDB_MODE"] = "offline"
 
 
+def fit_encoders_to_dataset(config) -> None:
+    """Set each encoder's dataset-given fields (SPEC_FIELDS: bands, stamp size, spectrum pixels) from the
+    manifest at `data.path`, so one recipe serves a g, r, z survey and a g, r, i, z one alike; each change
+    is printed. A dataset that cannot be read is left for the data module to report."""
+    import sys
+
+    from astrofm.data.manifest import load_manifest
+    from astrofm.models.registry import resolve_encoder_class
+
+    path = config.get("data", {}).get("path") if hasattr(config, "get") else None
+    try:
+        spec = load_manifest(path).spec.to_dict()
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    for modality, encoder in (config.get("model", {}).get("encoders") or {}).items():
+        init = encoder.get("init_args") if hasattr(encoder, "get") else None
+        settings = init.get("config") if init is not None else None
+        if hasattr(settings, "get") and settings.get("init_args") is not None:
+            settings = settings["init_args"]  # jsonargparse holds a dataclass as {class_path, init_args}
+        if modality not in spec or not hasattr(settings, "get"):
+            continue
+        config_class = resolve_encoder_class(encoder["class_path"]).config_class
+        for field, value in config_class.spec_values(spec[modality]).items():
+            if settings.get(field) != value:
+                print(f"astrofm pretrain: {modality} encoder {field} {settings.get(field)} -> {value}, "
+                      f"as the dataset {path} has it", file=sys.stderr)
+                settings[field] = value
+
+
 class PretrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
@@ -47,6 +76,10 @@ class PretrainCLI(LightningCLI):
         parser.add_argument("--wandb", type=bool, default=True,
                             help="log to wandb too (offline unless WANDB_API_KEY or WANDB_MODE is set)")
         parser.add_argument("--wandb_project", type=str, default="astrofm", help="wandb project name")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        fit_encoders_to_dataset(config)
 
     def instantiate_trainer(self, **kwargs: Any):
         config = self.config_init[self.subcommand]

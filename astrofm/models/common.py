@@ -27,6 +27,16 @@ class EncoderConfigMixin:
     SPEC_FIELDS: ClassVar[tuple[str, ...]] = ()  # fields set from the dataset spec by `for_spec`
 
     @classmethod
+    def spec_values(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """The SPEC_FIELDS' values for a modality's spec in a manifest (the dataset decides them, not the recipe)."""
+        return {}
+
+    @classmethod
+    def for_spec(cls, spec: dict[str, Any], preset: str = "tiny", **overrides: Any):
+        """The preset with SPEC_FIELDS taken from the manifest's spec of this modality."""
+        return cls.preset(preset, **{**cls.spec_values(spec), **overrides})
+
+    @classmethod
     def preset(cls, name: str, **overrides: Any):
         """The config of size `name` ("tiny", "small", "base"), with any field overridden."""
         if name not in cls.PRESETS:

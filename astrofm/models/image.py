@@ -146,9 +146,8 @@ class ImageViTEncoderConfig(EncoderConfigMixin):
         require(self.pool in ("cls", "mean"), f"pool must be 'cls' or 'mean', got {self.pool!r}")
 
     @classmethod
-    def for_spec(cls, spec: dict[str, Any], preset: str = "tiny", **overrides: Any) -> ImageViTEncoderConfig:
-        """The preset with n_bands and image_size taken from the manifest's image spec."""
-        return cls.preset(preset, n_bands=len(spec["bands"]), image_size=int(spec["size"]), **overrides)
+    def spec_values(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"n_bands": len(spec["bands"]), "image_size": int(spec["size"])}
 
 
 class ImageViTEncoder(_ImageNormalisation):
@@ -217,9 +216,8 @@ class ImageCNNEncoderConfig(EncoderConfigMixin):
                 f"GroupNorm groups {self.groups} must divide every stage width {self.channels}")
 
     @classmethod
-    def for_spec(cls, spec: dict[str, Any], preset: str = "tiny", **overrides: Any) -> ImageCNNEncoderConfig:
-        """The preset with n_bands and image_size taken from the manifest's image spec."""
-        return cls.preset(preset, n_bands=len(spec["bands"]), image_size=int(spec["size"]), **overrides)
+    def spec_values(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"n_bands": len(spec["bands"]), "image_size": int(spec["size"])}
 
 
 class ApertureFluxes(nn.Module):

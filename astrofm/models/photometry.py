@@ -44,9 +44,8 @@ class PhotometryEncoderConfig(EncoderConfigMixin):
         require(self.dim % self.n_heads == 0, f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
 
     @classmethod
-    def for_spec(cls, spec: dict[str, Any], preset: str = "tiny", **overrides: Any) -> PhotometryEncoderConfig:
-        """The preset with n_bands taken from the manifest's photometry spec."""
-        return cls.preset(preset, n_bands=len(spec["bands"]), **overrides)
+    def spec_values(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"n_bands": len(spec["bands"])}
 
 
 class PhotometryEncoder(nn.Module):

@@ -77,9 +77,8 @@ class SpectrumEncoderConfig(EncoderConfigMixin):
         require(self.scale_floor > 0, f"scale_floor must be positive, got {self.scale_floor}")
 
     @classmethod
-    def for_spec(cls, spec: dict[str, Any], preset: str = "tiny", **overrides: Any) -> SpectrumEncoderConfig:
-        """The preset with n_pixels taken from the manifest's spectrum spec."""
-        return cls.preset(preset, n_pixels=spectrum_length(spec), **overrides)
+    def spec_values(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"n_pixels": spectrum_length(spec)}
 
     @property
     def n_patches(self) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 
 from astrofm.data.format import DatasetSpec, ImageSpec, PhotometrySpec, Sample, SpectrumSpec
 from astrofm.data.manifest import Manifest
-from astrofm.sims.suite import SuiteConfig, load_suite, resolve_suite_path
+from astrofm.sims.suite import BAND_FILTERS, SuiteConfig, load_suite, resolve_suite_path
 
 GENERATOR = "astrofm.sims"
 CHUNK_SIZE = 32  # objects per work unit: enough to vectorise, small enough to balance and show progress
@@ -60,9 +60,13 @@ class MockConfig:
 
 
 def dataset_spec(suite: SuiteConfig) -> DatasetSpec:
-    """The dataset's modalities: default DESI-like spectra and DECam+WISE photometry, g r z stamps."""
-    return DatasetSpec(spectrum=SpectrumSpec(), photometry=PhotometrySpec(),
-                       image=ImageSpec(size=suite.observing.stamp_size))
+    """The dataset's modalities: DESI-like spectra, photometry and stamps in the suite's bands (default DECam
+    g, r, z with WISE W1, W2; g, r, z stamps)."""
+    obs = suite.observing
+    photometry = PhotometrySpec(bands=list(obs.photometry_bands),
+                                filters=[BAND_FILTERS[band] for band in obs.photometry_bands])
+    return DatasetSpec(spectrum=SpectrumSpec(), photometry=photometry,
+                       image=ImageSpec(bands=list(obs.image_bands), size=obs.stamp_size))
 
 
 def object_id(suite_name: str, seed: int, index: int) -> str:

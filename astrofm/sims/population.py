@@ -212,6 +212,6 @@ def draw_morphology(streams: list[ObjectStreams], params: dict[str, np.ndarray],
         "ellipticity": 1.0 - axis_ratio,
         "position_angle": 180.0 * u[:, 3],  # degrees
     }
-    for band, fwhm in obs.psf_fwhm.items():
-        out[f"psf_fwhm_{band}"] = fwhm * seeing
+    for band in obs.image_bands:
+        out[f"psf_fwhm_{band}"] = obs.psf_fwhm[band] * seeing
     return out

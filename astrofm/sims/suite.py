@@ -21,8 +21,9 @@ import yaml
 
 DOMAINS = ("observed", "simulated")
 SED_TYPES = ("E", "Sbc", "Scd", "Im")  # CWW templates, type t = 0, 1, 2, 3
-IMAGE_BANDS = ("g", "r", "z")
-PHOTOMETRY_BANDS = ("g", "r", "z", "W1", "W2")
+# The bands a suite may observe in, blue to red, and the speclite filter curve each is drawn through.
+BAND_FILTERS = {"g": "decam2014-g", "r": "decam2014-r", "i": "decam2014-i", "z": "decam2014-z",
+                "Y": "decam2014-Y", "W1": "wise2010-W1", "W2": "wise2010-W2"}
 
 
 class SuiteError(ValueError):
@@ -91,6 +92,10 @@ class MorphologyConfig:
 
 @dataclass
 class ObservingConfig:
+    # Bands of the photometry and of the image stamps, blue to red (BAND_FILTERS); stamps in a subset of the
+    # photometry's bands. Must contain r: the magnitude limit and M_r are r-band.
+    photometry_bands: list[str] = field(default_factory=lambda: ["g", "r", "z", "W1", "W2"])
+    image_bands: list[str] = field(default_factory=lambda: ["g", "r", "z"])
     noise_scale: float = 1.0  # multiplies every noise sigma (images, photometry, spectra)
     psf_fwhm: dict[str, float] = field(default_factory=lambda: {"g": 1.45, "r": 1.3, "z": 1.2})  # arcsec
     psf_fwhm_scatter: float = 0.1  # fractional per-object seeing variation (log-normal)
@@ -265,17 +270,36 @@ def validate_suite(suite: SuiteConfig, *, source: str = "<suite>") -> None:
         fail("population.late_type_min", f"must lie in [0, 3), got {p.late_type_min}")
     if o.stamp_size < 8:
         fail("observing.stamp_size", f"must be at least 8 pixels, got {o.stamp_size}")
-    for key, mapping, bands in (("observing.psf_fwhm", o.psf_fwhm, IMAGE_BANDS),
-                                ("observing.sky_sigma", o.sky_sigma, IMAGE_BANDS),
-                                ("observing.depth", o.depth, PHOTOMETRY_BANDS)):
+    _validate_bands(o, fail)
+    for key, mapping, bands in (("observing.psf_fwhm", o.psf_fwhm, o.image_bands),
+                                ("observing.sky_sigma", o.sky_sigma, o.image_bands),
+                                ("observing.depth", o.depth, o.photometry_bands)):
         if sorted(mapping) != sorted(bands):
-            fail(key, f"must give exactly the bands {list(bands)}, got {sorted(mapping)}")
+            bands_key = "image_bands" if bands is o.image_bands else "photometry_bands"
+            fail(key, f"must give exactly the bands of observing.{bands_key} {list(bands)}, got {sorted(mapping)} "
+                      f"(a suite with a base inherits the base's entries: one that drops a band must not use base)")
         if key != "observing.depth" and min(mapping.values()) <= 0:
             fail(key, "values must be positive")
     missing = asdict(suite.missing_fraction)
     if min(missing.values()) < 0 or sum(missing.values()) > 1:
         fail("missing_fraction", f"fractions must be >= 0 and sum to at most 1 (one modality is dropped "
                                  f"per object at most), got {missing}")
+
+
+def _validate_bands(o: ObservingConfig, fail) -> None:
+    order = list(BAND_FILTERS)
+    for key, bands in (("observing.photometry_bands", o.photometry_bands), ("observing.image_bands", o.image_bands)):
+        unknown = [b for b in bands if b not in BAND_FILTERS]
+        if unknown:
+            fail(key, f"has unknown band(s) {unknown}; known bands: {order}")
+        if not bands or len(set(bands)) != len(bands) or bands != sorted(bands, key=order.index):
+            fail(key, f"must list distinct bands from blue to red in the order {order}, got {bands}")
+    if "r" not in o.photometry_bands:
+        fail("observing.photometry_bands", f"must contain r (the magnitude limit is in r), got {o.photometry_bands}")
+    outside = [b for b in o.image_bands if b not in o.photometry_bands]
+    if outside:
+        fail("observing.image_bands", f"bands {outside} are not in observing.photometry_bands {o.photometry_bands} "
+                                      f"(a stamp's total flux is its photometry band's true flux)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The mock universe records every object's true fluxes and shape beside its noisy observations. An MLP
 probe fitted on those true columns (train split, early-stopped on val, scored on test, as `astrofm
 regress` does) bounds what an encoder of the noisy, PSF-blurred data can reach: no image encoder knows
-more about redshift than the galaxy's exact g, r, z fluxes and profile. A quality target above the
+more about redshift than the galaxy's exact fluxes in the image bands and its profile. A quality target above the
 ceiling asks for information the data do not hold.
 
     ceilings = information_ceilings(EmbeddingStore.open("EMB_DIR"), "redshift", CEILING_COLUMNS, seeds=2)
@@ -25,14 +25,29 @@ from downstream.regression import probes
 from downstream.regression.metrics import is_redshift_like, point_metrics
 from downstream.regression.report import SPLITS, label_values
 
-# What each modality could at best measure of an object, as mock catalogue columns.
-CEILING_COLUMNS: dict[str, tuple[str, ...]] = {
-    # a perfect image: the exact g, r, z fluxes and the exact light profile
-    "image": ("flux_true_g", "flux_true_r", "flux_true_z", "half_light_radius_arcsec", "sersic_index",
-              "axis_ratio", "bulge_fraction"),
-    # perfect photometry in the five bands
-    "photometry": ("flux_true_g", "flux_true_r", "flux_true_z", "flux_true_W1", "flux_true_W2"),
-}
+PROFILE_COLUMNS = ("half_light_radius_arcsec", "sersic_index", "axis_ratio", "bulge_fraction")
+
+
+def ceiling_columns(image_bands: Sequence[str] = ("g", "r", "z"),
+                    photometry_bands: Sequence[str] = ("g", "r", "z", "W1", "W2")) -> dict[str, tuple[str, ...]]:
+    """What each modality could at best measure of an object, as mock catalogue columns: a perfect image
+    (the exact fluxes in the image bands and the exact light profile), its fluxes alone, and perfect photometry."""
+    image_fluxes = tuple(f"flux_true_{band}" for band in image_bands)
+    return {"image": (*image_fluxes, *PROFILE_COLUMNS), "image_fluxes": image_fluxes,
+            "photometry": tuple(f"flux_true_{band}" for band in photometry_bands)}
+
+
+def mock_bands(column_names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(image bands, photometry bands) of a mock survey from its label columns: an image band has a
+    psf_fwhm_{band} label, a photometry band a flux_true_{band} one (columns of extra speclite filters,
+    flux_true_decam2014-i, name the filter, with a '-', and are not survey bands)."""
+    image = [name.removeprefix("psf_fwhm_") for name in column_names if name.startswith("psf_fwhm_")]
+    photometry = [name.removeprefix("flux_true_") for name in column_names
+                  if name.startswith("flux_true_") and "-" not in name]
+    return image, photometry
+
+
+CEILING_COLUMNS = ceiling_columns()  # the default g, r, z mock's
 LOG_PREFIXES = ("flux_", "half_light_radius")  # positive, spanning decades: fitted in log10
 LOG_FLOOR = 1e-6  # log10 of a non-positive true flux (none in the mock) would be -inf
 
@@ -81,26 +96,29 @@ def probe_scores(x: np.ndarray, y: np.ndarray, split: np.ndarray, target: str, s
 
 
 def catalogue_ceilings(catalogue: Mapping[str, np.ndarray], target: str = "redshift",
-                       columns: Mapping[str, Sequence[str]] = CEILING_COLUMNS, seeds: int = 1,
+                       columns: Mapping[str, Sequence[str]] | None = None, seeds: int = 1,
                        where: str = "catalogue") -> dict[str, dict[str, Any]]:
-    """name -> ceiling(...) for each entry of `columns`, from a mock's true catalogue as columns with a "split"
-    (astrofm.sims.generate.truth_catalogue): the ceilings of a suite before its survey is generated."""
+    """name -> ceiling(...) for each entry of `columns` (default: ceiling_columns of the catalogue's own
+    bands), from a mock's true catalogue as columns with a "split" (astrofm.sims.generate.truth_catalogue):
+    the ceilings of a suite before its survey is generated."""
     import pyarrow as pa
 
     if len(catalogue.get("split", ())) == 0:
         raise ValueError(f"{where}: the catalogue has no objects (or no 'split' column)")
     table = pa.table({key: np.asarray(value) for key, value in catalogue.items()})
+    columns = ceiling_columns(*mock_bands(table.column_names)) if columns is None else columns
     return {name: ceiling(table, target, cols, seeds, where) for name, cols in columns.items()}
 
 
 def information_ceilings(store, target: str = "redshift",
-                         columns: Mapping[str, Sequence[str]] = CEILING_COLUMNS,
+                         columns: Mapping[str, Sequence[str]] | None = None,
                          seeds: int = 2) -> dict[str, dict[str, Any]]:
-    """name -> ceiling(...) for each entry of `columns`, read from any modality of an embedding store
-    (every modality's table carries the same labels)."""
+    """name -> ceiling(...) for each entry of `columns` (default: ceiling_columns of the survey's own bands),
+    read from any modality of an embedding store (every modality's table carries the same labels)."""
     if not store.modalities:
         raise ValueError(f"{store.path}: the embedding store has no modalities")
     modality = store.modalities[0]
     table = store.read(modality, splits=list(SPLITS))
     where = f"{store.path} ({modality})"
+    columns = ceiling_columns(*mock_bands(table.column_names)) if columns is None else columns
     return {name: ceiling(table, target, cols, seeds, where) for name, cols in columns.items()}

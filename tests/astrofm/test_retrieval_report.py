@@ -91,3 +91,17 @@ def test_neighbour_agreement_ranks_the_label_the_embedding_is_ordered_by_first()
     assert found["ordered"]["ratio"] < 0.05 and found["partly_missing"]["ratio"] < 0.05
     assert 0.7 < found["unrelated"]["ratio"] < 1.3
     assert found["ordered"]["ratio"] == found["ordered"]["neighbours"] / found["ordered"]["random"]
+
+
+def test_colour_stamps_take_the_bluest_a_middle_and_the_reddest_band():
+    from astrofm.neighbour_plot import _colour_stamp
+
+    flux = np.zeros((4, 8, 8))  # g, r, i, z: only z has light
+    flux[3] = 1.0
+    rgb = _colour_stamp(flux)
+    assert rgb.shape == (8, 8, 3) and np.all(rgb[..., 0] > 0.5) and np.all(rgb[..., 1:] == 0)
+    flux = np.zeros((4, 8, 8))
+    flux[2] = 1.0  # i is the green of g, i, z; r is not drawn
+    assert np.all(_colour_stamp(flux)[..., 1] > 0.5)
+    grey = _colour_stamp(np.ones((1, 8, 8)))  # one band: the same in every channel
+    assert grey.shape == (8, 8, 3) and np.all(grey == grey[..., :1])

@@ -10,7 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from astrofm.embedstore.store import EMBEDDINGS_FORMAT, EmbeddingStore, vectors_array
-from downstream.regression.ceiling import catalogue_ceilings, catalogue_features, information_ceilings
+from downstream.regression.ceiling import (
+    CEILING_COLUMNS,
+    PROFILE_COLUMNS,
+    catalogue_ceilings,
+    catalogue_features,
+    ceiling_columns,
+    information_ceilings,
+    mock_bands,
+)
 from tests.downstream.test_regression import split_labels
 
 
@@ -63,3 +71,28 @@ def test_catalogue_ceilings_agree_with_the_store_route_and_refuse_an_empty_catal
     assert from_catalogue["fluxes"]["mean"]["r2"] > 0.95
     with pytest.raises(ValueError, match="suite x: the catalogue has no objects"):
         catalogue_ceilings({"split": np.array([]), "redshift": np.array([])}, where="suite x")
+
+
+def test_the_default_columns_follow_the_survey_bands(one_thread):
+    # a g, r, i, z mock's labels: psf_fwhm per image band, flux_true per photometry band, and one extra
+    # speclite filter column (named by the filter) that is not a survey band
+    names = ["redshift", "psf_fwhm_g", "psf_fwhm_r", "psf_fwhm_i", "psf_fwhm_z", "flux_true_g", "flux_true_r",
+             "flux_true_i", "flux_true_z", "flux_true_W1", "flux_true_W2", "flux_true_decam2014-Y"]
+    image, photometry = mock_bands(names)
+    assert image == ["g", "r", "i", "z"] and photometry == ["g", "r", "i", "z", "W1", "W2"]
+    columns = ceiling_columns(image, photometry)
+    assert columns["image_fluxes"] == ("flux_true_g", "flux_true_r", "flux_true_i", "flux_true_z")
+    assert columns["image"][:4] == columns["image_fluxes"] and "sersic_index" in columns["image"]
+    assert ceiling_columns() == CEILING_COLUMNS and CEILING_COLUMNS["image_fluxes"][-1] == "flux_true_z"
+
+    # catalogue_ceilings without columns reads the bands from the catalogue itself
+    rng = np.random.default_rng(1)
+    n = 600
+    catalogue = {"split": np.array(split_labels(n, 2)), "psf_fwhm_r": np.ones(n),
+                 **{f"flux_true_{b}": 10 ** rng.uniform(-1, 1, n) for b in ("g", "r", "z", "W1", "W2")},
+                 **{name: rng.uniform(0.5, 2, n) for name in PROFILE_COLUMNS}}
+    catalogue["redshift"] = np.log10(catalogue["flux_true_r"])
+    ceilings = catalogue_ceilings(catalogue, "redshift", seeds=1)
+    assert set(ceilings) == {"image", "image_fluxes", "photometry"}
+    assert ceilings["image_fluxes"]["columns"] == ["flux_true_r"]
+    assert ceilings["image_fluxes"]["mean"]["r2"] > 0.95

@@ -12,31 +12,44 @@ import numpy as np
 import pytest
 
 from astrofm.data import DatasetSpec, DatasetWriter, Sample, WriterConfig
+from astrofm.data.format import ImageSpec, PhotometrySpec
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_RECIPE = REPO / "configs" / "pretrain" / "tiny.yaml"
 
 
 def latent_sample(index: int, spec: DatasetSpec, rng: np.random.Generator) -> Sample:
-    n_pix = spec.spectrum.n_pixels
+    n_pix, n_phot, n_img = spec.spectrum.n_pixels, len(spec.photometry.bands), len(spec.image.bands)
     z = rng.normal(size=8)
     return Sample(
         id=f"latent-{index:05d}", labels={"redshift": float(abs(z[0]) / 3)},
         spectrum={"flux": np.repeat(z, n_pix // 8 + 1)[:n_pix] + rng.normal(size=n_pix) * 0.3,
                   "ivar": np.full(n_pix, 10.0)},
-        photometry={"flux": z[:5] * 3 + 10, "flux_err": np.full(5, 0.1)},
-        image={"flux": np.tile(z[:3, None, None], (1, 32, 32)) + rng.normal(size=(3, 32, 32)) * 0.3,
-               "ivar": np.ones((3, 32, 32))})
+        photometry={"flux": z[:n_phot] * 3 + 10, "flux_err": np.full(n_phot, 0.1)},
+        image={"flux": np.tile(z[:n_img, None, None], (1, 32, 32)) + rng.normal(size=(n_img, 32, 32)) * 0.3,
+               "ivar": np.ones((n_img, 32, 32))})
+
+
+def write_latent_dataset(out: Path, spec: DatasetSpec, n: int = 320) -> Path:
+    rng = np.random.default_rng(0)
+    with DatasetWriter(out, spec, config=WriterConfig(shard_size=40)) as writer:
+        for i in range(n):
+            writer.add(latent_sample(i, spec, rng))
+    return out
 
 
 @pytest.fixture(scope="session")
 def latent_dataset(tmp_path_factory) -> Path:
-    spec, rng = DatasetSpec(), np.random.default_rng(0)
-    out = tmp_path_factory.mktemp("pretrain") / "latent"
-    with DatasetWriter(out, spec, config=WriterConfig(shard_size=40)) as writer:
-        for i in range(320):
-            writer.add(latent_sample(i, spec, rng))
-    return out
+    return write_latent_dataset(tmp_path_factory.mktemp("pretrain") / "latent", DatasetSpec())
+
+
+@pytest.fixture(scope="session")
+def griz_latent_dataset(tmp_path_factory) -> Path:
+    """The same with g, r, i, z stamps and six photometry bands, as configs/mock/observed_griz.yaml writes."""
+    spec = DatasetSpec(photometry=PhotometrySpec(bands=["g", "r", "i", "z", "W1", "W2"], filters=[
+        "decam2014-g", "decam2014-r", "decam2014-i", "decam2014-z", "wise2010-W1", "wise2010-W2"]),
+        image=ImageSpec(bands=["g", "r", "i", "z"]))
+    return write_latent_dataset(tmp_path_factory.mktemp("pretrain") / "griz", spec, n=160)
 
 
 def astrofm_command(*args: str) -> list[str]:

@@ -94,6 +94,24 @@ def test_fit_writes_checkpoints_logs_and_model_and_export_matches(latent_dataset
         assert torch.equal(embedding, from_ckpt[modality])
 
 
+def test_the_recipe_takes_bands_from_the_dataset(griz_latent_dataset, tmp_path):
+    # tiny.yaml says n_bands 5 and 3; a g, r, i, z survey has 6 and 4, and the dataset decides
+    config = ParseOnlyCLI.parse(["--config", str(TINY_RECIPE), "--data.path", str(griz_latent_dataset)])
+    encoders = config.model.encoders
+    assert encoders["photometry"].init_args.config.init_args.n_bands == 6
+    assert encoders["image"].init_args.config.init_args.n_bands == 4
+    assert encoders["spectrum"].init_args.config.init_args.n_pixels == 3101
+
+    run = tmp_path / "run"
+    result = _run(["pretrain", "fit", "--config", str(TINY_RECIPE), "--data.path", str(griz_latent_dataset),
+                   "--trainer.default_root_dir", str(run), "--trainer.max_steps", "2", "--wandb", "false", *FAST])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "image encoder n_bands 3 -> 4" in result.stderr and "photometry encoder n_bands 5 -> 6" in result.stderr
+    model = astrofm.load_model(run / "model")
+    embeddings = model.embed(_first_batch(griz_latent_dataset))
+    assert embeddings["image"].shape[1] == 128 and torch.isfinite(embeddings["image"]).all()
+
+
 def test_export_refuses_a_missing_checkpoint(tmp_path):
     result = _run(["pretrain", "export", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "m")])
     assert result.returncode == 1 and "none.ckpt" in result.stderr and "Traceback" not in result.stderr

@@ -144,3 +144,21 @@ def test_every_label_has_a_documented_unit(simulator):
     sample = simulator.simulate(0, 1)[0]
     documented = {key.replace("{band}", band) for key in LABEL_UNITS for band in ("g", "r", "z", "W1", "W2")}
     assert set(sample.labels) <= documented
+
+
+def test_a_griz_suite_renders_four_band_stamps_of_the_same_galaxies(simulator):
+    griz = Simulator(load_suite("observed_griz"), seed=simulator.seed)
+    assert griz.spec.image.bands == ["g", "r", "i", "z"]
+    assert griz.spec.photometry.filters[2] == "decam2014-i" and len(griz.spec.photometry.bands) == 6
+    reference = simulator.catalogue(0, 6)
+    catalogue = griz.catalogue(0, 6)
+    for key in ("redshift", "mag_r", "half_light_radius_arcsec", "flux_true_g", "flux_true_z", "psf_fwhm_r"):
+        np.testing.assert_array_equal(catalogue[key], reference[key], err_msg=key)  # same galaxies, same seeing
+    assert np.all(catalogue["flux_true_i"] > 0) and "psf_fwhm_i" in catalogue
+    for sample in griz.simulate(0, 6):
+        assert sample.id.startswith("observed_griz-s7-")
+        if sample.image is not None:
+            assert sample.image["flux"].shape == sample.image["ivar"].shape == (4, 32, 32)
+        if sample.photometry is not None:
+            assert sample.photometry["flux"].shape == (6,)
+        assert sample.labels["psf_fwhm_i"] > 0 and sample.labels["flux_true_i"] > 0

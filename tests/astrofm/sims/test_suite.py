@@ -3,6 +3,7 @@ and mistakes (unknown names, mistyped keys, bad values) fail with the file and k
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import yaml
 
@@ -139,3 +140,44 @@ def test_user_suite_with_base_overrides_only_what_it_names(tmp_path):
     assert suite.name == "mine" and suite.lines.emission_line_scale == 2.0
     assert suite.lines.velocity_dispersion == SuiteConfig().lines.velocity_dispersion
     assert suite.deviation == 0.0 and suite.description == ""
+
+
+def test_griz_suite_adds_the_i_band_and_changes_nothing_else():
+    observed = flatten(load_suite("observed").to_dict())
+    griz = flatten(load_suite("observed_griz").to_dict())
+    changed = {key for key in griz if observed.get(key) != griz[key]} - METADATA
+    assert changed == {"observing.photometry_bands", "observing.image_bands", "observing.psf_fwhm.i",
+                       "observing.sky_sigma.i", "observing.depth.i"}
+    assert griz["observing.image_bands"] == ["g", "r", "i", "z"]
+    assert griz["observing.photometry_bands"] == ["g", "r", "i", "z", "W1", "W2"]
+
+
+@pytest.mark.parametrize("name", ["observed", "observed_griz"])
+def test_sky_noise_follows_the_depth_over_the_psf_area(name):
+    # observed.yaml's derivation: sigma_pixel = (5-sigma depth flux / 5) / sqrt(4 pi sigma_psf^2), per band
+    o = load_suite(name).observing
+    for band in o.image_bands:
+        sigma_psf_pixels = o.psf_fwhm[band] / 2.3548 / 0.262
+        expected = 10 ** (-0.4 * (o.depth[band] - 22.5)) / 5 / np.sqrt(4 * np.pi * sigma_psf_pixels ** 2)
+        assert o.sky_sigma[band] == pytest.approx(expected, rel=0.01), band
+
+
+@pytest.mark.parametrize("observing, match", [
+    ("photometry_bands: [g, r, u, z, W1, W2]", r"photometry_bands' has unknown band\(s\) \['u'\]"),
+    ("photometry_bands: [g, z, r, W1, W2]", "photometry_bands' must list distinct bands from blue to red"),
+    ("image_bands: [g, r, r]", "image_bands' must list distinct bands"),
+    ("image_bands: [g, r, W3]", r"unknown band\(s\) \['W3'\]"),
+    ("photometry_bands: [g, r, i, z, W1, W2]\n  image_bands: [g, r, i, z]", r"psf_fwhm' must give exactly the bands of observing.image_bands"),
+    ("image_bands: [g, r, z, W1]\n  psf_fwhm: {W1: 6.0}\n  sky_sigma: {W1: 0.1}", None),
+    ("photometry_bands: [g, z, W1, W2]\n  image_bands: [g, z]", "must contain r"),
+    ("photometry_bands: [g, r, z, W1]\n  image_bands: [g, r, z, W2]", r"image_bands' bands \['W2'\] are not in"),
+])
+def test_band_lists_are_checked(tmp_path, observing, match):
+    path = tmp_path / "bands.yaml"
+    path.write_text(f"name: bands\ndomain: observed\nbase: observed\nobserving:\n  {observing}\n")
+    if match is None:  # W1 stamps are allowed when their PSF and sky noise are given
+        assert load_suite(str(path)).observing.image_bands == ["g", "r", "z", "W1"]
+        return
+    with pytest.raises(SuiteError, match=match) as error:
+        load_suite(str(path))
+    assert str(path) in str(error.value)
