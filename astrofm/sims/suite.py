@@ -271,12 +271,12 @@ def validate_suite(suite: SuiteConfig, *, source: str = "<suite>") -> None:
     if o.stamp_size < 8:
         fail("observing.stamp_size", f"must be at least 8 pixels, got {o.stamp_size}")
     _validate_bands(o, fail)
-    for key, mapping, bands in (("observing.psf_fwhm", o.psf_fwhm, o.image_bands),
-                                ("observing.sky_sigma", o.sky_sigma, o.image_bands),
-                                ("observing.depth", o.depth, o.photometry_bands)):
+    for key, mapping, bands_key in (("observing.psf_fwhm", o.psf_fwhm, "image_bands"),
+                                    ("observing.sky_sigma", o.sky_sigma, "image_bands"),
+                                    ("observing.depth", o.depth, "photometry_bands")):
+        bands = getattr(o, bands_key)
         if sorted(mapping) != sorted(bands):
-            bands_key = "image_bands" if bands is o.image_bands else "photometry_bands"
-            fail(key, f"must give exactly the bands of observing.{bands_key} {list(bands)}, got {sorted(mapping)} "
+            fail(key, f"must give exactly the bands of observing.{bands_key} {bands}, got {sorted(mapping)} "
                       f"(a suite with a base inherits the base's entries: one that drops a band must not use base)")
         if key != "observing.depth" and min(mapping.values()) <= 0:
             fail(key, "values must be positive")
