@@ -36,7 +36,7 @@ def model_card(config: dict[str, Any], info: dict[str, Any]) -> str:
         lines.append("- provenance: " + ", ".join(f"{k}={provenance[k]}" for k in
                                                    ("generator", "suite", "seed", "n") if k in provenance))
     lines += ["", "## Recipe", f"- recipe: {info.get('recipe', 'unknown')}",
-              f"- steps: {info.get('global_step', '?')}, epochs: {info.get('epoch', '?')}", "",
+              f"- steps: {info.get('global_step', '?')}, epochs: {_epochs_text(info)}", "",
               "## Model",
               f"- modalities: {', '.join(config.get('encoders', {}))}",
               f"- embedding dimension: {config.get('embed_dim')}"]
@@ -45,6 +45,23 @@ def model_card(config: dict[str, Any], info: dict[str, Any]) -> str:
         lines += ["", "## Validation at export"] + [f"- {k}: {v:.4f}" for k, v in sorted(metrics.items())]
     lines += ["", "Load with `astrofm.load_model(folder)`; `model.embed(batch)` gives modality -> (B, D)."]
     return "\n".join(lines) + "\n"
+
+
+def _epochs_text(info: dict[str, Any]) -> str:
+    epochs = info.get("epochs_trained")
+    if epochs is None:
+        return "?"
+    return f"{epochs} and part of one more" if info.get("epoch_partial") else str(epochs)
+
+
+def epochs_trained(checkpoint: dict[str, Any]) -> tuple[int | None, bool]:
+    """(whole epochs trained, whether a further epoch was cut short, e.g. by max_time). The checkpoint's
+    `epoch` cannot tell: depending on when Lightning saved it, it is the epoch in progress (0-based) or the
+    count of finished ones. The fit loop's progress counters say which epochs started and which ran through."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("total", {})
+    if "processed" not in progress:
+        return None, False
+    return int(progress["processed"]), int(progress.get("started", 0)) > int(progress["processed"])
 
 
 def export_model(model: MultiModalModel, out: str | os.PathLike, info: dict[str, Any]) -> Path:
@@ -70,4 +87,5 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike,
     info = {"source": str(ckpt), "data": stored.get("data", {}), "recipe": stored.get("recipe", "unknown"),
             "global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch"),
             "metrics": metrics or {}}
+    info["epochs_trained"], info["epoch_partial"] = epochs_trained(checkpoint)
     return export_model(model.eval(), out, info)

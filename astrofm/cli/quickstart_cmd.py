@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     lap("mock")
     print(f"\n[2/6] pretraining {Path(config.recipe).stem} on the observed survey")
     model = steps.pretrain(config, observed)
+    extent = steps.pretraining_extent(config, model)
     lap("pretrain")
     print("\n[3/6] embedding every split, building a spectrum index, one search")
     embeddings, _, search_table = steps.embed_and_index(config, model, observed)
@@ -89,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
     lap("misspec")
     timings["total"] = round(sum(timings.values()), 1)
 
-    rows = steps.headline(retrieval, regression, misspec)
+    rows = steps.headline(retrieval, regression, misspec, extent)
     report = steps.write_markdown(config, rows, search_table, timings)
     result = {"objects": summary["objects"], "splits": summary["splits"], "verify_ok": summary["verify"]["ok"],
-              "model": str(model), "simulated": {name: str(path) for name, path in simulated.items()},
+              "model": str(model), "pretraining": extent, "simulated": {name: str(path) for name, path in simulated.items()},
               "test_retrieval": retrieval["pairs"], "regression": regression["summary"],
               "misspec": {"suites": misspec["suites"], "uncovered_fraction": misspec["uncovered_fraction"]},
               "timings_s": timings, "report": str(report)}

@@ -110,6 +110,18 @@ def pretrain(config: QuickstartConfig, observed: Path) -> Path:
     return config.root / "pretrain" / "model"
 
 
+def pretraining_extent(config: QuickstartConfig, model: Path) -> dict[str, Any]:
+    """How far pretraining got: the quickstart caps it by time, so its figures follow the cores' speed
+    and load, and a reader comparing two runs needs the epoch each one stopped in."""
+    training = _read_json(model / "config.json").get("training", {})
+    epochs, steps = training.get("epochs_trained"), training.get("global_step")
+    if epochs is None or steps is None:
+        raise ValueError(f"{model / 'config.json'}: field training.epochs_trained or training.global_step "
+                         "missing; not a model exported by astrofm pretrain fit")
+    return {"epochs_trained": epochs, "epoch_cut_short": bool(training.get("epoch_partial")),
+            "max_epochs": config.epochs, "global_step": steps, "max_minutes": config.max_minutes}
+
+
 def embed_and_index(config: QuickstartConfig, model: Path, observed: Path) -> tuple[Path, Path, str]:
     """Embeddings of every observed split, a spectrum index, and one similarity search as a demo."""
     from astrofm.embedstore import EmbedConfig, embed
@@ -170,9 +182,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def headline(retrieval_metrics: dict[str, Any], regression_metrics: dict[str, Any],
-             misspec_metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
+             misspec_metrics: dict[str, Any], extent: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(section, quantity, value) rows: the numbers a reader looks at first."""
-    rows = []
+    cap = f", {extent['max_minutes']:g}-minute cap" if extent["max_minutes"] else ""
+    partial = " and part of one more" if extent["epoch_cut_short"] else ""
+    rows = [("pretraining", "epochs trained (steps)", f"{extent['epochs_trained']}{partial} of at most "
+             f"{extent['max_epochs']} ({extent['global_step']} steps{cap})")]
     for pair, entry in retrieval_metrics["pairs"].items():
         rows.append(("retrieval (test)", f"{pair} top-10 of {entry['pool']}",
                      f"{entry['top10']:.3f} (chance {10 / max(entry['pool'], 1):.3f})"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -81,7 +82,10 @@ def test_fit_writes_checkpoints_logs_and_model_and_export_matches(latent_dataset
         assert column in metrics
     assert list((run / "wandb").glob("offline-run-*")), "wandb should have run offline"
     assert sorted(p.name for p in (run / "model").iterdir()) == ["README.md", "config.json", "model.safetensors"]
-    assert "latent" in (run / "model" / "README.md").read_text()  # the card names the training data
+    card = (run / "model" / "README.md").read_text()
+    assert "latent" in card  # the card names the training data
+    training = json.loads((run / "model" / "config.json").read_text())["training"]
+    assert training["global_step"] == 6 and f"epochs: {training['epochs_trained']}" in card
 
     exported = tmp_path / "exported"
     result = _run(["pretrain", "export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(exported)])
@@ -230,3 +234,17 @@ def test_wandb_runs_offline_unless_configured_and_an_empty_mode_counts_as_unset(
             monkeypatch.setenv(name, value)
     default_wandb_mode()
     assert os.environ.get("WANDB_MODE") == expected
+
+
+@pytest.mark.parametrize("epoch, started, processed, expected", [
+    (29, 30, 30, (30, False)),  # saved at the last validation: `epoch` is the 0-based index of the 30th
+    (30, 30, 30, (30, False)),  # saved at train end: `epoch` already counts the 30 finished ones
+    (12, 13, 12, (12, True)),  # max_time stopped the 13th epoch part-way
+])
+def test_export_counts_epochs_from_the_fit_loop_not_the_epoch_field(epoch, started, processed, expected):
+    from pretrain.export import epochs_trained
+
+    progress = {"ready": started, "started": started, "processed": processed, "completed": processed}
+    checkpoint = {"epoch": epoch, "loops": {"fit_loop": {"epoch_progress": {"total": progress}}}}
+    assert epochs_trained(checkpoint) == expected
+    assert epochs_trained({"epoch": epoch}) == (None, False)  # a checkpoint without loop state

@@ -21,6 +21,9 @@ def test_quickstart_runs_every_study_and_links_every_plot(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["objects"] == 300 and summary["verify_ok"]
+    assert summary["pretraining"]["epochs_trained"] == 1 == summary["pretraining"]["max_epochs"]
+    assert not summary["pretraining"]["epoch_cut_short"]
+    assert summary["pretraining"]["global_step"] > 0 and summary["pretraining"]["max_minutes"] is None
     assert set(summary["simulated"]) == {"sim_slight", "sim_moderate", "sim_strong", "control"}
     for pair in ("spectrum-photometry", "spectrum-image", "photometry-image"):
         assert 0.0 <= summary["test_retrieval"][pair]["top10"] <= 1.0
@@ -33,7 +36,7 @@ def test_quickstart_runs_every_study_and_links_every_plot(tmp_path):
     assert (out / "pretrain" / "model" / "model.safetensors").is_file()
     assert (out / "index" / "index.faiss").is_file()
     # The printed table and the report carry the same studies; every plot the report links exists.
-    for heading in ("retrieval (test)", "redshift (test)", "log_stellar_mass (test)", "misspecification"):
+    for heading in ("pretraining", "retrieval (test)", "redshift (test)", "log_stellar_mass (test)", "misspecification"):
         assert heading in result.stdout
     report = (out / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
@@ -75,3 +78,22 @@ def test_quickstart_trains_the_cross_modal_loss_alone_unless_asked(tmp_path, cap
     assert model["masked_spectrum"]["weight"] == weight
     assert list(model["self_views"]) == self_views
     assert (model["shift_equivariance"]["weight"] > 0) == spectrum_terms
+
+
+def test_quickstart_reads_how_far_pretraining_got(tmp_path):
+    from astrofm.cli.quickstart_steps import QuickstartConfig, headline, pretraining_extent
+
+    config = QuickstartConfig(out=str(tmp_path / "qs"))  # 30 epochs at most, a 7-minute cap
+    training = {"epoch": 12, "global_step": 1550, "epochs_trained": 12, "epoch_partial": True}
+    (tmp_path / "config.json").write_text(json.dumps({"training": training}))
+    extent = pretraining_extent(config, tmp_path)
+    assert extent == {"epochs_trained": 12, "epoch_cut_short": True, "max_epochs": 30, "global_step": 1550,
+                      "max_minutes": 7.0}
+    empty = {"pairs": {}, "summary": []}
+    rows = headline(empty, empty, {"suites": {}, "uncovered_fraction": 0.0}, extent)
+    assert rows[0] == ("pretraining", "epochs trained (steps)",
+                       "12 and part of one more of at most 30 (1550 steps, 7-minute cap)")
+
+    (tmp_path / "config.json").write_text(json.dumps({"training": {"epoch": 11, "global_step": 1500}}))
+    with pytest.raises(ValueError, match="training.epochs_trained"):
+        pretraining_extent(config, tmp_path)

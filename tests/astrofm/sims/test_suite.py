@@ -152,6 +152,21 @@ def test_griz_suite_adds_the_i_band_and_changes_nothing_else():
     assert griz["observing.photometry_bands"] == ["g", "r", "i", "z", "W1", "W2"]
 
 
+def test_bright_griz_suite_is_the_griz_survey_cut_at_r_19_5():
+    griz = flatten(load_suite("observed_griz").to_dict())
+    bright = flatten(load_suite("bright_griz").to_dict())
+    changed = {key for key in bright if griz.get(key) != bright[key]} - METADATA
+    assert changed == {"population.mag_limit_r"} and bright["population.mag_limit_r"] == 19.5
+
+
+def test_bright_griz_galaxies_are_all_brighter_than_its_limit():
+    from astrofm.sims.generate import Simulator
+
+    catalogue = Simulator(load_suite("bright_griz"), seed=3).catalogue(0, 40)
+    assert catalogue["mag_r"].max() <= 19.5
+    assert all(object_id.startswith("bright_griz-s3-") for object_id in catalogue["id"])
+
+
 @pytest.mark.parametrize("name", ["observed", "observed_griz"])
 def test_sky_noise_follows_the_depth_over_the_psf_area(name):
     # observed.yaml's derivation: sigma_pixel = (5-sigma depth flux / 5) / sqrt(4 pi sigma_psf^2), per band
