@@ -18,7 +18,8 @@ to the target. Prints ONE JSON object with, per column set, the test R^2, NMAD a
 
 An image-redshift target above the `image` ceiling asks for information the suite's images do not hold.
 --mag-limit-r draws a brighter (or fainter) selection of the same universe, e.g. 19.5 for a sample like
-the DESI bright-galaxy survey that AstroCLIP's image figures come from.
+the DESI bright-galaxy survey that AstroCLIP's image figures come from (configs/mock/bright_griz.yaml is that
+cut of observed_griz, to generate and pretrain on).
 """
 
 from __future__ import annotations
