@@ -57,11 +57,20 @@ def _epochs_text(info: dict[str, Any]) -> str:
 def epochs_trained(checkpoint: dict[str, Any]) -> tuple[int | None, bool]:
     """(whole epochs trained, whether a further epoch was cut short, e.g. by max_time). The checkpoint's
     `epoch` cannot tell: depending on when Lightning saved it, it is the epoch in progress (0-based) or the
-    count of finished ones. The fit loop's progress counters say which epochs started and which ran through."""
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("total", {})
+    count of finished ones. The fit loop's progress counters can: an epoch that started but was not
+    processed was saved mid-way; one processed without reaching its last batch was stopped early (Lightning
+    counts a stopped epoch as processed)."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    progress = fit_loop.get("epoch_progress", {}).get("total", {})
     if "processed" not in progress:
         return None, False
-    return int(progress["processed"]), int(progress.get("started", 0)) > int(progress["processed"])
+    processed, started = int(progress["processed"]), int(progress.get("started", 0))
+    if started > processed:
+        return processed, True
+    reached_last_batch = fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True)
+    if processed > 0 and not reached_last_batch:
+        return processed - 1, True
+    return processed, False
 
 
 def export_model(model: MultiModalModel, out: str | os.PathLike, info: dict[str, Any]) -> Path:

@@ -236,15 +236,17 @@ def test_wandb_runs_offline_unless_configured_and_an_empty_mode_counts_as_unset(
     assert os.environ.get("WANDB_MODE") == expected
 
 
-@pytest.mark.parametrize("epoch, started, processed, expected", [
-    (29, 30, 30, (30, False)),  # saved at the last validation: `epoch` is the 0-based index of the 30th
-    (30, 30, 30, (30, False)),  # saved at train end: `epoch` already counts the 30 finished ones
-    (12, 13, 12, (12, True)),  # max_time stopped the 13th epoch part-way
+@pytest.mark.parametrize("epoch, started, processed, last_batch, expected", [
+    (29, 30, 30, True, (30, False)),  # saved at the last validation: `epoch` is the 0-based index of the 30th
+    (30, 30, 30, True, (30, False)),  # saved at train end: `epoch` already counts the 30 finished ones
+    (3, 4, 4, False, (3, True)),  # max_time stopped the 4th epoch part-way (Lightning counts it processed)
+    (12, 13, 12, False, (12, True)),  # a periodic checkpoint saved inside the 13th epoch
 ])
-def test_export_counts_epochs_from_the_fit_loop_not_the_epoch_field(epoch, started, processed, expected):
+def test_export_counts_epochs_from_the_fit_loop_not_the_epoch_field(epoch, started, processed, last_batch,
+                                                                     expected):
     from pretrain.export import epochs_trained
 
-    progress = {"ready": started, "started": started, "processed": processed, "completed": processed}
-    checkpoint = {"epoch": epoch, "loops": {"fit_loop": {"epoch_progress": {"total": progress}}}}
-    assert epochs_trained(checkpoint) == expected
+    progress = {"ready": started, "started": started, "processed": processed, "completed": min(processed, epoch)}
+    fit_loop = {"epoch_progress": {"total": progress}, "epoch_loop.batch_progress": {"is_last_batch": last_batch}}
+    assert epochs_trained({"epoch": epoch, "loops": {"fit_loop": fit_loop}}) == expected
     assert epochs_trained({"epoch": epoch}) == (None, False)  # a checkpoint without loop state
