@@ -35,8 +35,9 @@ def model_card(config: dict[str, Any], info: dict[str, Any]) -> str:
     if provenance:
         lines.append("- provenance: " + ", ".join(f"{k}={provenance[k]}" for k in
                                                    ("generator", "suite", "seed", "n") if k in provenance))
+    epochs = epochs_text(info.get("epochs_trained"), info.get("epoch_partial", False))
     lines += ["", "## Recipe", f"- recipe: {info.get('recipe', 'unknown')}",
-              f"- steps: {info.get('global_step', '?')}, epochs: {_epochs_text(info)}", "",
+              f"- steps: {info.get('global_step', '?')}, epochs: {epochs}", "",
               "## Model",
               f"- modalities: {', '.join(config.get('encoders', {}))}",
               f"- embedding dimension: {config.get('embed_dim')}"]
@@ -47,11 +48,11 @@ def model_card(config: dict[str, Any], info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _epochs_text(info: dict[str, Any]) -> str:
-    epochs = info.get("epochs_trained")
+def epochs_text(epochs: int | None, partial: bool) -> str:
+    """Whole epochs in words, for model cards and reports: "30", or "3 and part of one more"."""
     if epochs is None:
         return "?"
-    return f"{epochs} and part of one more" if info.get("epoch_partial") else str(epochs)
+    return f"{epochs} and part of one more" if partial else str(epochs)
 
 
 def epochs_trained(checkpoint: dict[str, Any]) -> tuple[int | None, bool]:

@@ -184,10 +184,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 def headline(retrieval_metrics: dict[str, Any], regression_metrics: dict[str, Any],
              misspec_metrics: dict[str, Any], extent: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(section, quantity, value) rows: the numbers a reader looks at first."""
+    from pretrain.export import epochs_text
+
     cap = f", {extent['max_minutes']:g}-minute cap" if extent["max_minutes"] else ""
-    partial = " and part of one more" if extent["epoch_cut_short"] else ""
-    rows = [("pretraining", "epochs trained (steps)", f"{extent['epochs_trained']}{partial} of at most "
-             f"{extent['max_epochs']} ({extent['global_step']} steps{cap})")]
+    epochs = epochs_text(extent["epochs_trained"], extent["epoch_cut_short"])
+    rows = [("pretraining", "epochs trained (steps)",
+             f"{epochs} of at most {extent['max_epochs']} ({extent['global_step']} steps{cap})")]
     for pair, entry in retrieval_metrics["pairs"].items():
         rows.append(("retrieval (test)", f"{pair} top-10 of {entry['pool']}",
                      f"{entry['top10']:.3f} (chance {10 / max(entry['pool'], 1):.3f})"))
