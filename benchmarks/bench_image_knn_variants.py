@@ -1,0 +1,149 @@
+"""Image kNN redshift under variants of the embedding and of the distance, each chosen on val, scored on test:
+what might close the gap between the kNN and the MLP probe on the same image embeddings (README, bright_griz).
+
+    python benchmarks/bench_image_knn_variants.py --embeddings EMB_DIR [--model MODEL_DIR --data DATA_DIR]
+
+Variants (every one a distance-weighted kNN whose k, whitening and power `fit_knn` chooses on val, as
+`astrofm regress` does):
+  embedding             the stored image embeddings (the figure `astrofm regress` reports)
+  pca                   the embeddings projected on their first d principal components (d chosen on val)
+  cross_modal           image queries among the training spectra's embeddings (the shared space)
+  orientation_averaged  (--model, --data) each stamp's embedding averaged over its 8 turns and flips
+  pre_head_features     (--model, --data) the image encoder's output before the projection head
+Prints ONE JSON object: per variant test r2 and nmad and what was chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from downstream.regression.metrics import is_redshift_like, nmad, r2  # noqa: E402
+from downstream.regression.probes import KNN_GRID, KNN_POWER_GRID, fit_knn, knn_predict  # noqa: E402
+
+PCA_COMPONENTS = (8, 12, 16, 24, 32, 48, 64)
+
+
+def load(emb: str, modality: str, target: str) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(emb) / f"{modality}.parquet", columns=["id", "split", "embedding", target])
+    return {"id": np.array(table.column("id").to_pylist()), "split": np.array(table.column("split").to_pylist()),
+            "x": np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32),
+            "y": table.column(target).to_numpy().astype(np.float64), "redshift_like": is_redshift_like(target)}
+
+
+def rows(table: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
+    keep = table["split"] == split
+    return table["x"][keep], table["y"][keep]
+
+
+def scored(predicted: np.ndarray, y: np.ndarray, chosen: dict, redshift_like: bool) -> dict:
+    """r2 and nmad as `astrofm regress` reports them (for redshift, NMAD of dz / (1 + z))."""
+    return {"r2": round(r2(y, predicted), 4), "nmad": round(nmad(y, predicted, redshift_like), 4), "chosen": chosen}
+
+
+def knn_variant(table: dict) -> tuple[dict, float]:
+    """Test scores of `fit_knn` on a table's rows, and its best validation MSE (for choices made above it)."""
+    probe = fit_knn(*rows(table, "train"), *rows(table, "val"))
+    chosen = {k: probe.chosen[k] for k in ("k", "whiten", "power")}
+    x_test, y_test = rows(table, "test")
+    return scored(probe.predict(x_test), y_test, chosen, table["redshift_like"]), min(probe.chosen["val_mse_by_k"].values())
+
+
+def pca_variant(table: dict) -> dict:
+    x_train, _ = rows(table, "train")
+    mean = x_train.mean(axis=0)
+    eigenvalues, vectors = np.linalg.eigh(np.cov(x_train, rowvar=False))
+    vectors = vectors[:, np.argsort(eigenvalues)[::-1]]
+    results = {}
+    for d in (d for d in PCA_COMPONENTS if d < table["x"].shape[1]):
+        projected = dict(table, x=((table["x"] - mean) @ vectors[:, :d]).astype(np.float32))
+        results[d] = knn_variant(projected)
+    best = min(results, key=lambda d: results[d][1])
+    result = results[best][0]
+    result["chosen"]["components"] = best
+    result["test_r2_by_components"] = {d: results[d][0]["r2"] for d in results}
+    return result
+
+
+def cross_modal_variant(image: dict, spectrum: dict) -> dict:
+    """Image queries, training spectra as the neighbours (plain distances: the space the two share)."""
+    x_ref, y_ref = rows(spectrum, "train")
+    (x_val, y_val), (x_test, y_test) = rows(image, "val"), rows(image, "test")
+    grid = [(k, p) for k in KNN_GRID for p in KNN_POWER_GRID]
+    k, p = min(grid, key=lambda c: np.mean((knn_predict(x_ref, y_ref, x_val, *c) - y_val) ** 2))
+    return scored(knn_predict(x_ref, y_ref, x_test, k, p), y_test, {"k": k, "power": p}, image["redshift_like"])
+
+
+def dihedral(images: dict):
+    """The 8 turns-and-flips of every array shaped like the flux (flux, ivar); the identity first."""
+    import torch
+
+    shape = images["flux"].shape
+    for turns in range(4):
+        for flip in (False, True):
+            def move(x, turns=turns, flip=flip):
+                x = torch.rot90(x, turns, dims=(-2, -1))
+                return torch.flip(x, dims=(-1,)) if flip else x
+            yield {name: move(v) if torch.is_tensor(v) and v.shape == shape else v for name, v in images.items()}
+
+
+def model_variants(model_dir: str, data: str, image: dict) -> dict[str, dict]:
+    """Re-embed the stamps: averaged over their 8 orientations, and before the projection head."""
+    import torch
+    from tqdm import tqdm
+
+    from astrofm.data.manifest import load_manifest
+    from astrofm.embedstore.predict import EmbedStream
+    from astrofm.models.io import load_model
+
+    model = load_model(model_dir)
+    manifest = load_manifest(data)
+    stream = EmbedStream(data, [s for s in manifest.splits if manifest.count(s)], ["image"], 256)
+    ids, averaged, features = [], [], []
+    with torch.no_grad():
+        for batch in tqdm(stream, total=len(stream), desc="re-embedding stamps", file=sys.stderr):
+            keep = batch["mask"]["image"].bool().nonzero().squeeze(1)
+            views = [model.heads["image"](model.encoders["image"](view)) for view in dihedral(batch["image"])]
+            ids += [batch["id"][i] for i in keep.tolist()]
+            averaged.append(torch.nn.functional.normalize(sum(views), dim=-1)[keep].numpy())
+            features.append(model.encoders["image"](batch["image"])[keep].numpy())
+    position = {object_id: i for i, object_id in enumerate(ids)}
+    order = np.array([position[object_id] for object_id in image["id"]])  # the stored rows' order
+    out = {}
+    for name, vectors in (("orientation_averaged", averaged), ("pre_head_features", features)):
+        out[name] = knn_variant(dict(image, x=np.concatenate(vectors)[order].astype(np.float32)))[0]
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--embeddings", required=True, help="embedding folder (image and spectrum)")
+    parser.add_argument("--model", help="the model folder that made them (for the re-embedding variants)")
+    parser.add_argument("--data", help="the dataset they came from (with --model)")
+    parser.add_argument("--target", default="redshift")
+    args = parser.parse_args(argv)
+    if bool(args.model) != bool(args.data):
+        parser.error("--model and --data go together")
+    start = time.perf_counter()
+    image, spectrum = load(args.embeddings, "image", args.target), load(args.embeddings, "spectrum", args.target)
+    variants = {"embedding": knn_variant(image)[0], "pca": pca_variant(image),
+                "cross_modal": cross_modal_variant(image, spectrum)}
+    if args.model:
+        variants.update(model_variants(args.model, args.data, image))
+    print(json.dumps({"benchmark": "image_knn_variants", "embeddings": args.embeddings, "target": args.target,
+                      "test_objects": int((image["split"] == "test").sum()), "variants": variants,
+                      "seconds": round(time.perf_counter() - start, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
