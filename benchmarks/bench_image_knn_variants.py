@@ -35,9 +35,12 @@ def load(emb: str, modality: str, target: str) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(Path(emb) / f"{modality}.parquet", columns=["id", "split", "embedding", target])
-    return {"id": np.array(table.column("id").to_pylist()), "split": np.array(table.column("split").to_pylist()),
-            "x": np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32),
-            "y": table.column(target).to_numpy().astype(np.float64), "redshift_like": is_redshift_like(target)}
+    y = table.column(target).to_numpy(zero_copy_only=False).astype(np.float64)
+    keep = np.isfinite(y)  # objects without the label take no part, as in `astrofm regress`
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    return {"id": np.array(table.column("id").to_pylist())[keep],
+            "split": np.array(table.column("split").to_pylist())[keep],
+            "x": vectors[keep].astype(np.float32), "y": y[keep], "redshift_like": is_redshift_like(target)}
 
 
 def rows(table: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +50,8 @@ def rows(table: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def scored(predicted: np.ndarray, y: np.ndarray, chosen: dict, redshift_like: bool) -> dict:
     """r2 and nmad as `astrofm regress` reports them (for redshift, NMAD of dz / (1 + z))."""
-    return {"r2": round(r2(y, predicted), 4), "nmad": round(nmad(y, predicted, redshift_like), 4), "chosen": chosen}
+    return {"r2": round(r2(y, predicted), 4), "nmad": round(nmad(y, predicted, redshift_like), 4),
+            "chosen": chosen}
 
 
 def knn_variant(table: dict) -> tuple[dict, float]:
@@ -55,7 +59,8 @@ def knn_variant(table: dict) -> tuple[dict, float]:
     probe = fit_knn(*rows(table, "train"), *rows(table, "val"))
     chosen = {k: probe.chosen[k] for k in ("k", "whiten", "power")}
     x_test, y_test = rows(table, "test")
-    return scored(probe.predict(x_test), y_test, chosen, table["redshift_like"]), min(probe.chosen["val_mse_by_k"].values())
+    best_val_mse = min(probe.chosen["val_mse_by_k"].values())
+    return scored(probe.predict(x_test), y_test, chosen, table["redshift_like"]), best_val_mse
 
 
 def pca_variant(table: dict) -> dict:
@@ -80,7 +85,8 @@ def cross_modal_variant(image: dict, spectrum: dict) -> dict:
     (x_val, y_val), (x_test, y_test) = rows(image, "val"), rows(image, "test")
     grid = [(k, p) for k in KNN_GRID for p in KNN_POWER_GRID]
     k, p = min(grid, key=lambda c: np.mean((knn_predict(x_ref, y_ref, x_val, *c) - y_val) ** 2))
-    return scored(knn_predict(x_ref, y_ref, x_test, k, p), y_test, {"k": k, "power": p}, image["redshift_like"])
+    predicted = knn_predict(x_ref, y_ref, x_test, k, p)
+    return scored(predicted, y_test, {"k": k, "power": p}, image["redshift_like"])
 
 
 def dihedral(images: dict):
@@ -88,6 +94,8 @@ def dihedral(images: dict):
     import torch
 
     shape = images["flux"].shape
+    if shape[-1] != shape[-2]:
+        raise ValueError(f"stamps of {shape[-2]} x {shape[-1]} pixels: quarter turns need square stamps")
     for turns in range(4):
         for flip in (False, True):
             def move(x, turns=turns, flip=flip):
@@ -112,11 +120,16 @@ def model_variants(model_dir: str, data: str, image: dict) -> dict[str, dict]:
     with torch.no_grad():
         for batch in tqdm(stream, total=len(stream), desc="re-embedding stamps", file=sys.stderr):
             keep = batch["mask"]["image"].bool().nonzero().squeeze(1)
-            views = [model.heads["image"](model.encoders["image"](view)) for view in dihedral(batch["image"])]
+            encoded = [model.encoders["image"](view) for view in dihedral(batch["image"])]  # the identity first
             ids += [batch["id"][i] for i in keep.tolist()]
-            averaged.append(torch.nn.functional.normalize(sum(views), dim=-1)[keep].numpy())
-            features.append(model.encoders["image"](batch["image"])[keep].numpy())
+            mean_direction = sum(model.heads["image"](features) for features in encoded)
+            averaged.append(torch.nn.functional.normalize(mean_direction, dim=-1)[keep].numpy())
+            features.append(encoded[0][keep].numpy())
     position = {object_id: i for i, object_id in enumerate(ids)}
+    missing = [object_id for object_id in image["id"] if object_id not in position]
+    if missing:
+        raise ValueError(f"{data}: no stamp for {len(missing)} objects of the embeddings (e.g. {missing[0]!r}); "
+                         f"pass the dataset the embeddings came from")
     order = np.array([position[object_id] for object_id in image["id"]])  # the stored rows' order
     out = {}
     for name, vectors in (("orientation_averaged", averaged), ("pre_head_features", features)):
