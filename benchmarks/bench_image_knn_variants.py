@@ -126,7 +126,7 @@ def model_variants(model_dir: str, data: str, image: dict) -> dict[str, dict]:
             averaged.append(torch.nn.functional.normalize(mean_direction, dim=-1)[keep].numpy())
             features.append(encoded[0][keep].numpy())
     position = {object_id: i for i, object_id in enumerate(ids)}
-    missing = [object_id for object_id in image["id"] if object_id not in position]
+    missing = [str(object_id) for object_id in image["id"] if object_id not in position]
     if missing:
         raise ValueError(f"{data}: no stamp for {len(missing)} objects of the embeddings (e.g. {missing[0]!r}); "
                          f"pass the dataset the embeddings came from")
