@@ -2,7 +2,8 @@
 
 - images: rotations by multiples of 90 degrees and mirror flips, drawn per object (the sky has no
   preferred orientation); every per-pixel array of the image (flux, ivar) gets the same transform,
-  so pixels keep their weights and the total flux is unchanged;
+  so pixels keep their weights and the total flux is unchanged; optionally (`image_noise`, off by
+  default) a new noise draw per pixel, flux + N(0, 1 / sqrt(ivar)) where ivar > 0, after the transform;
 - spectra: a new noise draw from the inverse variance, flux + N(0, 1 / sqrt(ivar)) where ivar > 0;
 - photometry: flux + N(0, flux_err) where flux_err > 0.
 
@@ -24,9 +25,12 @@ import torch
 class AugmentConfig:
     image_rot90: bool = True  # rotations by multiples of 90 degrees (sky has no preferred orientation)
     image_flip: bool = True  # mirror flips (each of the two axes independently, per object)
+    # A new pixel-noise draw from the stamp's ivar. Off by default; with `self_views: [image]` it teaches the
+    # image encoder that two noise draws of one galaxy are the same object (the noise is a nuisance a kNN sees).
+    image_noise: bool = False
     spectrum_noise: bool = True  # a new noise draw from the ivar: flux + N(0, 1/sqrt(ivar)) where ivar > 0
     photometry_noise: bool = True  # flux + N(0, flux_err) where flux_err > 0
-    noise_scale: float = 1.0  # multiplies the standard deviation of both noise draws
+    noise_scale: float = 1.0  # multiplies the standard deviation of every noise draw
 
 
 def augment_batch(batch: dict, config: AugmentConfig, generator: torch.Generator | None = None) -> dict:
@@ -40,18 +44,27 @@ def augment_batch(batch: dict, config: AugmentConfig, generator: torch.Generator
     if "image" in batch and (config.image_rot90 or config.image_flip):
         out["image"] = _augment_image(batch["image"], _row_mask(masks, "image", batch["image"]), config,
                                       generator)
+    if "image" in batch and config.image_noise:
+        arrays = out["image"]
+        out["image"] = {**arrays, "flux": _add_noise(arrays["flux"], _sigma_from_ivar(arrays["ivar"]),
+                                                     _row_mask(masks, "image", arrays), config.noise_scale,
+                                                     generator)}
     if "spectrum" in batch and config.spectrum_noise:
         arrays = batch["spectrum"]
-        ivar = arrays["ivar"]
-        sigma = torch.where(ivar > 0, ivar.clamp(min=torch.finfo(ivar.dtype).tiny).rsqrt(), 0.0)
-        out["spectrum"] = {**arrays, "flux": _add_noise(arrays["flux"], sigma, _row_mask(masks, "spectrum", arrays),
-                                                        config.noise_scale, generator)}
+        out["spectrum"] = {**arrays, "flux": _add_noise(arrays["flux"], _sigma_from_ivar(arrays["ivar"]),
+                                                        _row_mask(masks, "spectrum", arrays), config.noise_scale,
+                                                        generator)}
     if "photometry" in batch and config.photometry_noise:
         arrays = batch["photometry"]
         out["photometry"] = {**arrays, "flux": _add_noise(arrays["flux"], arrays["flux_err"],
                                                           _row_mask(masks, "photometry", arrays),
                                                           config.noise_scale, generator)}
     return out
+
+
+def _sigma_from_ivar(ivar: torch.Tensor) -> torch.Tensor:
+    """1 / sqrt(ivar) where ivar > 0, else 0 (no draw there)."""
+    return torch.where(ivar > 0, ivar.clamp(min=torch.finfo(ivar.dtype).tiny).rsqrt(), 0.0)
 
 
 def _row_mask(masks: dict, modality: str, arrays: dict) -> torch.Tensor:

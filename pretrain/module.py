@@ -182,7 +182,8 @@ class ContrastivePretrainer(pl.LightningModule):
         if unknown:
             raise ValueError(f"self_views {sorted(unknown)}: no such encoder (the model has {self.model.modalities})")
         switched = {"spectrum": self.augment_config.spectrum_noise, "photometry": self.augment_config.photometry_noise,
-                    "image": self.augment_config.image_rot90 or self.augment_config.image_flip}
+                    "image": (self.augment_config.image_rot90 or self.augment_config.image_flip
+                              or self.augment_config.image_noise)}
         identical = [m for m in self.self_views if not (self.use_augmentations and switched.get(m, False))]
         if identical:
             raise ValueError(f"self_views {identical}: the second view would equal the first; switch on that "

@@ -114,6 +114,35 @@ def test_photometry_noise_has_the_flux_err_variance():
     assert abs(pulls.var().item() - 1) < 5 * math.sqrt(2 / count)
 
 
+def test_image_noise_has_the_ivar_variance_and_spares_bad_pixels_and_missing_images():
+    batch = make_batch(200)
+    batch["image"]["ivar"][:, 0, :2] = 0.0  # a masked strip in the first band
+    config = AugmentConfig(image_rot90=False, image_flip=False, image_noise=True, noise_scale=1.5)
+    out = augment_batch(batch, config, gen(20))
+    flux, ivar = batch["image"]["flux"], batch["image"]["ivar"]
+    present = batch["mask"]["image"]
+    assert not present[5]
+    assert torch.equal(out["image"]["flux"][5], flux[5]) and torch.equal(out["image"]["ivar"], ivar)
+    bad = (ivar == 0) & present[:, None, None, None]
+    assert bad.any() and torch.equal(out["image"]["flux"][bad], flux[bad])
+    good = (ivar > 0) & present[:, None, None, None]
+    pulls = (out["image"]["flux"] - flux)[good] * ivar[good].sqrt() / 1.5  # should be N(0, 1)
+    count = pulls.numel()
+    assert abs(pulls.mean().item()) < 5 / math.sqrt(count)
+    assert abs(pulls.var().item() - 1) < 5 * math.sqrt(2 / count)
+
+
+def test_image_noise_is_drawn_after_the_turn_so_it_follows_the_turned_ivar():
+    batch = make_batch()
+    batch["image"]["ivar"][:, :, :, :4] = 0.0  # the left half of every stamp carries no information
+    out = augment_batch(batch, AugmentConfig(image_noise=True), gen(21))
+    moved, untouched_by_noise = out["image"], augment_batch(batch, AugmentConfig(), gen(21))["image"]
+    assert torch.equal(moved["ivar"], untouched_by_noise["ivar"])  # same draws of turns and flips
+    dead = moved["ivar"] == 0
+    assert torch.equal(moved["flux"][dead], untouched_by_noise["flux"][dead])
+    assert not torch.equal(moved["flux"][~dead], untouched_by_noise["flux"][~dead])
+
+
 def test_bad_pixels_and_masked_rows_are_untouched():
     batch = make_batch()
     out = augment_batch(batch, AugmentConfig(), gen(9))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 
+from astrofm.augment import AugmentConfig
 from astrofm.data.collate import collate_samples
 from astrofm.data.format import DatasetSpec
 from astrofm.data.manifest import load_manifest
@@ -132,6 +134,11 @@ def test_self_views_need_an_encoder_and_an_augmentation_that_makes_a_second_view
         tiny_module(self_views=("radio",))
     with pytest.raises(ValueError, match="second view would equal the first"):
         tiny_module(self_views=("spectrum",), use_augmentations=False)
+    still_images = AugmentConfig(image_rot90=False, image_flip=False)
+    with pytest.raises(ValueError, match="second view would equal the first"):
+        tiny_module(self_views=("image",), augment=still_images)
+    # A new noise draw alone makes a second view of a stamp.
+    assert tiny_module(self_views=("image",), augment=replace(still_images, image_noise=True)).self_views == ("image",)
 
 
 def _count_spectrum_passes(module) -> list[torch.Tensor]:
