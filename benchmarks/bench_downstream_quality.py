@@ -5,8 +5,10 @@ the MLP probe at 10% and all labels, and the coverage of the 68%/95% intervals, 
 
 EMB_DIR: `astrofm embed` of every split of a mock survey (the targets assume 20,000 objects and the tiny
 recipe). Runs `astrofm regress`'s own code (fit on train, k and early stopping on val, metrics on test)
-and prints ONE JSON object: per target the measured value, the target, and whether it is met. The
-10%-label comparison with a from-scratch model is benchmarks/bench_finetune.py.
+and prints ONE JSON object: per target the measured value, the target, and whether it is met. Beside
+each kNN target: the kNN with AstroCLIP's plain distances and 1/d weights, and the `local_linear` probe (a
+plane through the neighbours; information, not the target's method). The 10%-label comparison with a
+from-scratch model is benchmarks/bench_finetune.py.
 
 Beside the targets it reports information ceilings (downstream.regression.ceiling): the same MLP probe
 fitted on noise-free catalogue columns, e.g. the exact g, r, z fluxes and light profile for images. A
@@ -81,6 +83,13 @@ def main() -> None:
                                       modalities=["spectrum", "image"], methods=["knn"], label_fractions=[1.0],
                                       seeds=args.seeds, knn_whiten=None, knn_power=1, overwrite=True, progress=False))
         plain = {e["modality"]: e["mean"] for e in json.loads((plain_out / "metrics.json").read_text())["summary"]}
+        # Beside the kNN targets, not instead of them: the local plane through the same neighbours
+        # (probes.fit_local_linear), which the kNN's average becomes without its bias where labels thin out.
+        local_out = Path(scratch) / "local_linear"
+        write_report(RegressionConfig(embeddings=args.embeddings, out=str(local_out), targets=[args.target],
+                                      modalities=["spectrum", "image"], methods=["local_linear"],
+                                      label_fractions=[1.0], seeds=1, overwrite=True, progress=False))
+        local = {e["modality"]: e["mean"] for e in json.loads((local_out / "metrics.json").read_text())["summary"]}
     summary = {(e["modality"], e["method"], e["label_fraction"]): e for e in metrics["summary"]}
     results = []
     for modality, method, fraction, key, low, high in TARGETS:
@@ -94,6 +103,7 @@ def main() -> None:
             results[-1]["whiten_chosen"] = [r["chosen"]["whiten"] for r in knn_records]
             results[-1]["power_chosen"] = [r["chosen"]["power"] for r in knn_records]
             results[-1]["plain_euclidean"] = {k: round(plain[modality][k], 4) for k in ("r2", "nmad")}
+            results[-1]["local_linear"] = {k: round(local[modality][k], 4) for k in ("r2", "nmad")}
     table = [{"modality": m, "method": p, "label_fraction": f, **{k: round(e["mean"][k], 4) for k in
               ("r2", "nmad", "outlier_fraction", "coverage_68", "coverage_95", "width_68", "coverage_68_adaptive",
                "coverage_95_adaptive", "width_68_adaptive")}}

@@ -8,9 +8,14 @@ Variants (every one a distance-weighted kNN whose k, whitening and power `fit_kn
   embedding             the stored image embeddings (the figure `astrofm regress` reports)
   pca                   the embeddings projected on their first d principal components (d chosen on val)
   cross_modal           image queries among the training spectra's embeddings (the shared space)
+  local_linear          not an average: a weighted ridge plane through each stamp's neighbours in the kNN's
+                        space (probes.fit_local_linear, SDSS DR12's photo-z estimator): how much of the kNN's
+                        loss is its averaging, and where in the label range (`by_label_decile`)
   orientation_averaged  (--model, --data) each stamp's embedding averaged over its 8 turns and flips
   pre_head_features     (--model, --data) the image encoder's output before the projection head
-Prints ONE JSON object: per variant test r2 and nmad and what was chosen.
+Prints ONE JSON object: per variant test r2 and nmad and what was chosen; `by_label_decile`: in ten
+equal-count bins of the true label on test, the kNN's and the local plane's mean error and their squared
+error as a share of the test variance (each sums over the bins to 1 - R^2).
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from downstream.regression.metrics import is_redshift_like, nmad, r2  # noqa: E402
-from downstream.regression.probes import KNN_GRID, KNN_POWER_GRID, fit_knn, knn_predict  # noqa: E402
+from downstream.regression.probes import (  # noqa: E402
+    KNN_GRID,
+    KNN_POWER_GRID,
+    fit_knn,
+    fit_local_linear,
+    knn_predict,
+)
 
 PCA_COMPONENTS = (8, 12, 16, 24, 32, 48, 64)
 
@@ -61,6 +72,28 @@ def knn_variant(table: dict) -> tuple[dict, float]:
     x_test, y_test = rows(table, "test")
     best_val_mse = min(probe.chosen["val_mse_by_k"].values())
     return scored(probe.predict(x_test), y_test, chosen, table["redshift_like"]), best_val_mse
+
+
+def local_linear_variant(table: dict) -> tuple[dict, dict]:
+    """The local plane's test scores, and `by_label_decile`: where in the label range it and the kNN err."""
+    train, val = rows(table, "train"), rows(table, "val")
+    x_test, y_test = rows(table, "test")
+    local = fit_local_linear(*train, *val)
+    chosen = {k: local.chosen[k] for k in ("k", "components", "ridge", "whiten")}
+    predicted = {"knn": fit_knn(*train, *val).predict(x_test), "local_linear": local.predict(x_test)}
+    edges = np.quantile(y_test, np.linspace(0.0, 1.0, 11))
+    which = np.clip(np.searchsorted(edges, y_test, side="right") - 1, 0, 9)
+    variance = float(np.var(y_test)) * len(y_test)
+    deciles = []
+    for b in range(10):
+        rows_b = which == b
+        entry = {"label": [round(float(edges[b]), 4), round(float(edges[b + 1]), 4)], "n": int(rows_b.sum())}
+        for name, p in predicted.items():
+            error = p[rows_b] - y_test[rows_b]
+            entry[f"{name}_bias"] = round(float(error.mean()), 4) if rows_b.any() else None
+            entry[f"{name}_mse_share"] = round(float(np.sum(error ** 2)) / variance, 4)
+        deciles.append(entry)
+    return scored(predicted["local_linear"], y_test, chosen, table["redshift_like"]), deciles
 
 
 def pca_variant(table: dict) -> dict:
@@ -152,10 +185,12 @@ def main(argv=None) -> int:
     image, spectrum = load(args.embeddings, "image", args.target), load(args.embeddings, "spectrum", args.target)
     variants = {"embedding": knn_variant(image)[0], "pca": pca_variant(image),
                 "cross_modal": cross_modal_variant(image, spectrum)}
+    variants["local_linear"], by_label_decile = local_linear_variant(image)
     if args.model:
         variants.update(model_variants(args.model, args.data, image))
     print(json.dumps({"benchmark": "image_knn_variants", "embeddings": args.embeddings, "target": args.target,
                       "test_objects": int((image["split"] == "test").sum()), "variants": variants,
+                      "by_label_decile": by_label_decile,
                       "seconds": round(time.perf_counter() - start, 1)}))
     return 0
 

@@ -22,9 +22,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", nargs="+", required=True, metavar="LABEL",
                         help="numeric label(s) to predict, each by its own probes (e.g. redshift log_stellar_mass)")
     parser.add_argument("--method", nargs="+", default=["knn", "linear", "mlp"],
-                        choices=["knn", "linear", "mlp", "gaussian"],
+                        choices=["knn", "linear", "mlp", "gaussian", "local_linear"],
                         help="probes (default: knn linear mlp); gaussian: an MLP predicting mean and sigma, "
-                             "trained by Gaussian NLL, its intervals from its own sigma")
+                             "trained by Gaussian NLL, its intervals from its own sigma; local_linear: a "
+                             "weighted ridge plane through each object's nearest neighbours in the kNN's "
+                             "space (SDSS DR12's photo-z estimator), without the kNN's bias where labels "
+                             "thin out")
     parser.add_argument("--label-fraction", nargs="+", type=float, default=[0.01, 0.1, 1.0], metavar="F",
                         help="fractions of the train split's labels (default: 0.01 0.1 1)")
     parser.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds per fraction (default: 3)")

@@ -261,14 +261,21 @@ def _coverage_by_table(metrics: dict[str, Any]) -> list[str]:
 
 
 def _knn_choices(records: list[dict[str, Any]]) -> list[str]:
-    """One line per target and modality: what the kNN probe chose on val (seed 0) at each label fraction."""
-    by_probe: dict[tuple[str, str], list[str]] = {}
+    """One line per neighbour probe (knn, local_linear), target and modality: what it chose on val (seed 0)
+    at each label fraction."""
+    by_probe: dict[tuple[str, str, str], list[str]] = {}
     for record in records:
-        if record["method"] == "knn" and record["seed"] == 0:
-            whiten = record["chosen"].get("whiten")
-            distance = "plain distances" if whiten is None else f"whitened, shrinkage {whiten:g}"
-            power = record["chosen"].get("power", 1)
-            by_probe.setdefault((record["target"], record["modality"]), []).append(
-                f"f={record['label_fraction']:g}: k={record['chosen']['k']}, weights 1/d^{power:g}, {distance}")
-    return ([""] + [f"kNN for {target} on {modality}, chosen on val (seed 0): " + "; ".join(choices) + "."
-                    for (target, modality), choices in by_probe.items()]) if by_probe else []
+        if record["method"] not in ("knn", "local_linear") or record["seed"] != 0:
+            continue
+        chosen = record["chosen"]
+        whiten = chosen.get("whiten")
+        distance = "plain distances" if whiten is None else f"whitened, shrinkage {whiten:g}"
+        if record["method"] == "knn":
+            choice = f"k={chosen['k']}, weights 1/d^{chosen.get('power', 1):g}, {distance}"
+        else:
+            choice = f"k={chosen['k']}, a plane over {chosen['components']} axes, ridge {chosen['ridge']:g}, {distance}"
+        by_probe.setdefault((record["method"], record["target"], record["modality"]), []).append(
+            f"f={record['label_fraction']:g}: {choice}")
+    names = {"knn": "kNN", "local_linear": "Local linear kNN"}
+    return ([""] + [f"{names[method]} for {target} on {modality}, chosen on val (seed 0): " + "; ".join(choices) + "."
+                    for (method, target, modality), choices in by_probe.items()]) if by_probe else []

@@ -7,6 +7,9 @@ hyper-parameters or stop early), and returns a `Probe`: a predict function plus 
             picked on validation MSE from KNN_WHITEN_GRID (None: no whitening) together with k from
             KNN_GRID and p from KNN_POWER_GRID; each can be fixed (AstroCLIP's zero-shot protocol: k = 64,
             no whitening, p = 1)
+    local_linear  a weighted ridge plane through each object's nearest neighbours in the kNN's space, read
+            at the object (SDSS DR12's photo-z estimator; local_linear.py): the kNN without its bias where
+            the labels thin out
     linear  ridge regression on standardised features, alpha picked on validation MSE from a log grid
     mlp     two hidden layers of 64 (GELU, dropout 0.1), AdamW, early stopping on validation MSE
     gaussian  the mlp's trunk with two outputs, mean and log-variance, trained by Gaussian negative
@@ -130,12 +133,17 @@ def knn_leave_one_out(z_train: np.ndarray, y_train: np.ndarray, k: int, power: f
     y_train = np.asarray(y_train, np.float64)
     if n < 2:
         return y_train.copy()
-    k = max(1, min(k, n - 1))
-    distance, nearest = _neighbours(z_train, z_train, k + 1)
+    distance, nearest = neighbours_without_self(z_train, max(1, min(k, n - 1)))
+    return _weighted_mean(distance, y_train[nearest], power)
+
+
+def neighbours_without_self(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) distances and indices of each row's k nearest other rows of z, nearest first (where exact
+    duplicates tie with a row, whichever faiss returns last is dropped instead of the row itself)."""
+    distance, nearest = _neighbours(z, z, k + 1)
     # the first k columns that are not the row itself (a stable sort keeps faiss's nearest-first order)
-    columns = np.argsort(nearest == np.arange(n)[:, None], axis=1, kind="stable")[:, :k]
-    nearest = np.take_along_axis(nearest, columns, axis=1)
-    return _weighted_mean(np.take_along_axis(distance, columns, axis=1), y_train[nearest], power)
+    columns = np.argsort(nearest == np.arange(len(z))[:, None], axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(distance, columns, axis=1), np.take_along_axis(nearest, columns, axis=1)
 
 
 def _is_number(value) -> bool:
@@ -380,5 +388,12 @@ def fit_gaussian(x_train, y_train, x_val, y_val, seed: int = 0, hidden: int = 64
                  predict_sigma=lambda x: predict_both(x)[1])
 
 
+def fit_local_linear(*args, **kwargs) -> Probe:
+    """kNN local linear regression (downstream/regression/local_linear.py), built on `fit_knn`'s space."""
+    from downstream.regression.local_linear import fit_local_linear as fit
+
+    return fit(*args, **kwargs)
+
+
 PROBES: dict[str, Callable[..., Probe]] = {"knn": fit_knn, "linear": fit_linear, "mlp": fit_mlp,
-                                           "gaussian": fit_gaussian}
+                                           "gaussian": fit_gaussian, "local_linear": fit_local_linear}
