@@ -74,7 +74,7 @@ def knn_variant(table: dict) -> tuple[dict, float]:
     return scored(probe.predict(x_test), y_test, chosen, table["redshift_like"]), best_val_mse
 
 
-def local_linear_variant(table: dict) -> tuple[dict, dict]:
+def local_linear_variant(table: dict) -> tuple[dict, list[dict]]:
     """The local plane's test scores, and `by_label_decile`: where in the label range it and the kNN err."""
     train, val = rows(table, "train"), rows(table, "val")
     x_test, y_test = rows(table, "test")
