@@ -54,9 +54,7 @@ def plane_intercepts(r_train: np.ndarray, y_train: np.ndarray, r_query: np.ndarr
     for start in range(0, len(r_query), CHUNK_ROWS):
         rows = slice(start, start + CHUNK_ROWS)
         dist, near = distance[rows], nearest[rows]
-        exact = dist <= 1e-12
-        weights = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64),
-                           np.maximum(dist, 1e-12) ** -WEIGHT_POWER)
+        weights = probes.inverse_distance_weights(dist, WEIGHT_POWER)
         weights /= weights.sum(axis=1, keepdims=True)
         offsets = r_train[near][:, :, :d].astype(np.float64) - r_query[rows, None, :d]  # (q, k, d)
         design = np.concatenate([np.ones((*offsets.shape[:2], 1)), offsets], axis=2)  # (q, k, d + 1)

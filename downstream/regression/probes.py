@@ -110,12 +110,17 @@ def _neighbours(x_train: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray,
     return np.sqrt(np.maximum(squared.astype(np.float64), 0.0)), nearest
 
 
-def _weighted_mean(distance: np.ndarray, values: np.ndarray, power: float) -> np.ndarray:
-    """Inverse-distance-weighted mean of each row's neighbour values (weights 1/d^power); a row with an
-    exact match (d = 0) takes the mean of its exact matches."""
+def inverse_distance_weights(distance: np.ndarray, power: float) -> np.ndarray:
+    """(N, k) weights 1/d^power of each row's neighbours; a row with an exact match (d = 0) puts equal
+    weight on its exact matches and none elsewhere."""
     exact = distance <= 1e-12
-    weights = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64),
-                       np.maximum(distance, 1e-12) ** -float(power))
+    return np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64),
+                    np.maximum(distance, 1e-12) ** -float(power))
+
+
+def _weighted_mean(distance: np.ndarray, values: np.ndarray, power: float) -> np.ndarray:
+    """Inverse-distance-weighted mean of each row's neighbour values (`inverse_distance_weights`)."""
+    weights = inverse_distance_weights(distance, power)
     return (weights * values).sum(axis=1) / weights.sum(axis=1)
 
 
