@@ -67,6 +67,36 @@ def fit_encoders_to_dataset(config) -> None:
                 settings[field] = value
 
 
+def check_image_noise_has_ivar(config) -> None:
+    """`augment.image_noise` draws pixel noise from each stamp's ivar; an image stored without one would be
+    collated as ivar 1 and get unit noise, whatever its units. Refuse before training if the dataset's train
+    split holds such images (the manifest counts them); a dataset written before the count is let through
+    with a warning. A dataset that cannot be read is left for the data module to report."""
+    import sys
+
+    from astrofm.data.manifest import MANIFEST_NAME, load_manifest
+
+    augment = (config.get("model", {}) or {}).get("augment") if hasattr(config, "get") else None
+    if not (hasattr(augment, "get") and augment.get("image_noise")):
+        return
+    path = config.get("data", {}).get("path")
+    try:
+        manifest = load_manifest(path)
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    images = manifest.modality_counts.get("train", {}).get("image", 0)
+    if manifest.optional_array_counts is None:
+        print(f"astrofm pretrain: warning: {path}/{MANIFEST_NAME} does not count the images stored with ivar "
+              "(written by an older astrofm); --model.augment.image_noise takes any image without ivar as "
+              "ivar 1", file=sys.stderr)
+        return
+    with_ivar = manifest.optional_array_counts.get("train", {}).get("image.ivar", 0)
+    if with_ivar < images:
+        raise ValueError(f"{path}/{MANIFEST_NAME}: field 'optional_array_counts' says {with_ivar} of the train "
+                         f"split's {images} images carry 'image.ivar'; --model.augment.image_noise draws pixel "
+                         "noise from it: ingest the stamps with their IVAR extension, or leave image_noise off")
+
+
 class PretrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
@@ -80,6 +110,7 @@ class PretrainCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         fit_encoders_to_dataset(config)
+        check_image_noise_has_ivar(config)
 
     def instantiate_trainer(self, **kwargs: Any):
         config = self.config_init[self.subcommand]

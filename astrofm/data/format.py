@@ -32,6 +32,8 @@ MODALITY_ARRAYS = {
     "image": ("flux", "ivar"),
 }
 REQUIRED_ARRAYS = {"spectrum": ("flux", "ivar"), "photometry": ("flux", "flux_err"), "image": ("flux",)}
+# The rest may be missing (an image stored without ivar); the manifest counts who holds them, "image.ivar".
+OPTIONAL_ARRAYS = {m: tuple(a for a in arrays if a not in REQUIRED_ARRAYS[m]) for m, arrays in MODALITY_ARRAYS.items()}
 
 _KEY_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 

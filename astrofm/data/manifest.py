@@ -30,6 +30,8 @@ class Manifest:
     splits: dict[str, list[ShardInfo]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     split_fractions: dict[str, float] = field(default_factory=dict)
     modality_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> modality -> n
+    # split -> "image.ivar" -> objects holding that optional array; None for datasets written before it was counted
+    optional_array_counts: dict[str, dict[str, int]] | None = None
     labels: dict[str, str] = field(default_factory=dict)  # label name -> "float" | "int" | "str"
     statistics: dict[str, Any] = field(default_factory=dict)  # normalisation stats from the train split
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +61,7 @@ class Manifest:
                 for split, shards in self.splits.items()
             },
             "modality_counts": self.modality_counts,
+            **({} if self.optional_array_counts is None else {"optional_array_counts": self.optional_array_counts}),
             "labels": self.labels,
             "statistics": self.statistics,
             "provenance": self.provenance,
@@ -72,6 +75,7 @@ class Manifest:
             splits={split: [ShardInfo(**s) for s in entry["shards"]] for split, entry in data["splits"].items()},
             split_fractions=data.get("split_fractions", {}),
             modality_counts=data.get("modality_counts", {}),
+            optional_array_counts=data.get("optional_array_counts"),
             labels=data.get("labels", {}),
             statistics=data.get("statistics", {}),
             provenance=data.get("provenance", {}),

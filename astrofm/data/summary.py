@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from astrofm.data.format import OPTIONAL_ARRAYS
 from astrofm.data.reader import Dataset
 
 
@@ -16,7 +17,9 @@ def summarize(dataset: Dataset, verify: bool = False) -> dict[str, Any]:
         "created": manifest.created,
         "objects": manifest.count(),
         "splits": {split: {"objects": manifest.count(split), "shards": len(shards),
-                           "modalities": manifest.modality_counts.get(split, {})}
+                           "modalities": manifest.modality_counts.get(split, {}),
+                           **({} if manifest.optional_array_counts is None else
+                              {"optional_arrays": manifest.optional_array_counts.get(split, {})})}
                    for split, shards in manifest.splits.items()},
         "modalities": manifest.spec.to_dict(),
         "labels": manifest.labels,
@@ -53,6 +56,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append("")
     lines.append("modalities:")
     lines.extend(f"  {m:<11}{_spec_line(m, spec)}" for m, spec in summary["modalities"].items())
+    lines.extend(_optional_array_lines(summary))
     labels = ", ".join(f"{name} ({kind})" for name, kind in summary["labels"].items())
     lines.append(f"labels: {labels or 'none'}")
     if summary["provenance"]:
@@ -63,3 +67,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append("verify: all shards match their checksums" if verdict["ok"]
                      else "verify: FAILED\n" + "\n".join(f"  {p}" for p in verdict["problems"]))
     return "\n".join(lines)
+
+
+def _optional_array_lines(summary: dict[str, Any]) -> list[str]:
+    """'image ivar: 3 of 5 images' where some objects lack an optional array (a missing image ivar is
+    collated as unit weight); nothing when all hold it or the manifest predates the count."""
+    lines = []
+    for modality, arrays in OPTIONAL_ARRAYS.items():
+        for name in arrays:
+            entries = [e for e in summary["splits"].values() if "optional_arrays" in e]
+            if modality not in summary["modalities"] or len(entries) < len(summary["splits"]):
+                continue
+            held = sum(e["optional_arrays"].get(f"{modality}.{name}", 0) for e in entries)
+            total = sum(e["modalities"].get(modality, 0) for e in entries)
+            if held < total:
+                lines.append(f"  {modality} {name}: held by {held} of {total} (the rest taken as unit weight)")
+    return lines

@@ -18,6 +18,7 @@ from typing import Any
 from astrofm.atomic import replace_folder
 from astrofm.data.format import (
     DEFAULT_SPLIT_FRACTIONS,
+    OPTIONAL_ARRAYS,
     SPLITS,
     DatasetSpec,
     DataValidationError,
@@ -46,6 +47,12 @@ class WriterConfig:
                              f"got {self.split_fractions}")
 
 
+def _optional_arrays_held(sample: Sample) -> list[str]:
+    """The optional arrays the sample holds, as "modality.array" (e.g. "image.ivar")."""
+    return [f"{modality}.{name}" for modality in sample.modalities for name in OPTIONAL_ARRAYS[modality]
+            if name in getattr(sample, modality)]
+
+
 class _SplitShards:
     """The open shard of one split; rolls over every `shard_size` objects."""
 
@@ -53,6 +60,7 @@ class _SplitShards:
         self.folder, self.split, self.shard_size = folder, split, shard_size
         self.done: list[ShardInfo] = []
         self.modality_counts: dict[str, int] = {}
+        self.optional_array_counts: dict[str, int] = {}  # "image.ivar" -> objects holding it
         self._writer = None  # webdataset.TarWriter of the open shard
         self._handle = None
         self._count = 0
@@ -60,7 +68,7 @@ class _SplitShards:
     def _tmp_path(self) -> Path:
         return self.folder / (shard_name(self.split, len(self.done)) + ".tmp")
 
-    def write(self, members: dict[str, Any], modalities: list[str]) -> None:
+    def write(self, members: dict[str, Any], modalities: list[str], optional_arrays: list[str]) -> None:
         if self._writer is None:
             import webdataset as wds  # here, not at module level: it imports torch, which `data mock` workers skip
 
@@ -72,6 +80,8 @@ class _SplitShards:
         self._count += 1
         for modality in modalities:
             self.modality_counts[modality] = self.modality_counts.get(modality, 0) + 1
+        for name in optional_arrays:
+            self.optional_array_counts[name] = self.optional_array_counts.get(name, 0) + 1
         if self._count >= self.shard_size:
             self.close_shard()
 
@@ -132,7 +142,7 @@ class DatasetWriter:
         split = assign_split(sample.id, self.config.split_fractions)
         sample.meta = {**sample.meta, "split": split}
         self._record_label_types(sample)
-        self._splits[split].write(encode_sample(sample), sample.modalities)
+        self._splits[split].write(encode_sample(sample), sample.modalities, _optional_arrays_held(sample))
         if split == "train":
             self._stats.add(sample)
         return split
@@ -159,6 +169,7 @@ class DatasetWriter:
             splits={s: shards.done for s, shards in self._splits.items()},
             split_fractions=self.config.split_fractions,
             modality_counts={s: shards.modality_counts for s, shards in self._splits.items()},
+            optional_array_counts={s: shards.optional_array_counts for s, shards in self._splits.items()},
             labels=dict(sorted(self._labels.items())),
             statistics=self._stats.result(),
             provenance=self.provenance,

@@ -8,6 +8,7 @@ from astropy.io import fits
 
 from astrofm.data import Dataset, DataValidationError
 from astrofm.data.ingest import IngestConfig, ingest
+from astrofm.data.summary import format_summary, summarize
 from tests.astrofm.data.fits_factories import (
     assert_names,
     assert_nothing_written,
@@ -39,6 +40,10 @@ def test_image_cubes_round_trip_through_the_cli(tmp_path):
     np.testing.assert_allclose(samples["obj-b"].image["flux"], data.astype(np.float32))
     assert "ivar" not in samples["obj-b"].image
     assert samples["obj-a"].meta["survey"] == "legacysurvey"
+    # The manifest counts who carries the optional ivar, so image_noise can refuse stamps without one.
+    counts = dataset.manifest.optional_array_counts
+    assert sum(per_split.get("image.ivar", 0) for per_split in counts.values()) == 1
+    assert "image ivar: held by 1 of 2 (the rest taken as unit weight)" in format_summary(summarize(dataset))
 
 
 def test_the_bands_keyword_picks_and_orders_the_configured_bands(tmp_path):
