@@ -70,16 +70,18 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _optional_array_lines(summary: dict[str, Any]) -> list[str]:
-    """'image ivar: 3 of 5 images' where some objects lack an optional array (a missing image ivar is
+    """'  image ivar: held by 3 of 5 (...)' where some objects lack an optional array (a missing image ivar is
     collated as unit weight); nothing when all hold it or the manifest predates the count."""
+    entries = list(summary["splits"].values())
+    if not all("optional_arrays" in entry for entry in entries):
+        return []
     lines = []
     for modality, arrays in OPTIONAL_ARRAYS.items():
+        if modality not in summary["modalities"]:
+            continue
+        total = sum(entry["modalities"].get(modality, 0) for entry in entries)
         for name in arrays:
-            entries = [e for e in summary["splits"].values() if "optional_arrays" in e]
-            if modality not in summary["modalities"] or len(entries) < len(summary["splits"]):
-                continue
-            held = sum(e["optional_arrays"].get(f"{modality}.{name}", 0) for e in entries)
-            total = sum(e["modalities"].get(modality, 0) for e in entries)
+            held = sum(entry["optional_arrays"].get(f"{modality}.{name}", 0) for entry in entries)
             if held < total:
                 lines.append(f"  {modality} {name}: held by {held} of {total} (the rest taken as unit weight)")
     return lines
