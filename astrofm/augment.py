@@ -16,9 +16,14 @@ returned batch shares every tensor that no augmentation touched.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from astrofm.data.manifest import Manifest
 
 
 @dataclass
@@ -31,6 +36,23 @@ class AugmentConfig:
     spectrum_noise: bool = True  # a new noise draw from the ivar: flux + N(0, 1/sqrt(ivar)) where ivar > 0
     photometry_noise: bool = True  # flux + N(0, flux_err) where flux_err > 0
     noise_scale: float = 1.0  # multiplies the standard deviation of every noise draw
+
+
+def check_images_carry_ivar(manifest: Manifest, where: str) -> None:
+    """For `image_noise`, which draws pixel noise from each stamp's ivar: an image stored without one is
+    collated as ivar 1 and would get unit noise, whatever its units. Raise if the train split holds such
+    images (the manifest counts them); warn if the manifest predates the count. `where` names the manifest."""
+    images = manifest.modality_counts.get("train", {}).get("image", 0)
+    if manifest.optional_array_counts is None:
+        # stacklevel 1: one location, so the command line's early check and the fit's setup warn once
+        warnings.warn(f"{where} does not count the images stored with ivar (written by an older astrofm); "
+                      "image_noise takes any image without ivar as ivar 1", stacklevel=1)
+        return
+    with_ivar = manifest.optional_array_counts.get("train", {}).get("image.ivar", 0)
+    if with_ivar < images:
+        raise ValueError(f"{where}: field 'optional_array_counts' says {with_ivar} of the train split's "
+                         f"{images} images carry 'image.ivar'; augment.image_noise draws pixel noise from it: "
+                         "ingest the stamps with their IVAR extension, or leave image_noise off")
 
 
 def augment_batch(batch: dict, config: AugmentConfig, generator: torch.Generator | None = None) -> dict:

@@ -68,12 +68,9 @@ def fit_encoders_to_dataset(config) -> None:
 
 
 def check_image_noise_has_ivar(config) -> None:
-    """`augment.image_noise` draws pixel noise from each stamp's ivar; an image stored without one would be
-    collated as ivar 1 and get unit noise, whatever its units. Refuse before training if the dataset's train
-    split holds such images (the manifest counts them); a dataset written before the count is let through
-    with a warning. A dataset that cannot be read is left for the data module to report."""
-    import sys
-
+    """Refuse `augment.image_noise` on stamps stored without ivar before anything is built (the module's
+    setup checks again for Python callers). A dataset that cannot be read is left for the data module."""
+    from astrofm.augment import check_images_carry_ivar
     from astrofm.data.manifest import MANIFEST_NAME, load_manifest
 
     augment = (config.get("model", {}) or {}).get("augment") if hasattr(config, "get") else None
@@ -84,17 +81,7 @@ def check_image_noise_has_ivar(config) -> None:
         manifest = load_manifest(path)
     except (OSError, ValueError, TypeError, KeyError):
         return
-    images = manifest.modality_counts.get("train", {}).get("image", 0)
-    if manifest.optional_array_counts is None:
-        print(f"astrofm pretrain: warning: {path}/{MANIFEST_NAME} does not count the images stored with ivar "
-              "(written by an older astrofm); --model.augment.image_noise takes any image without ivar as "
-              "ivar 1", file=sys.stderr)
-        return
-    with_ivar = manifest.optional_array_counts.get("train", {}).get("image.ivar", 0)
-    if with_ivar < images:
-        raise ValueError(f"{path}/{MANIFEST_NAME}: field 'optional_array_counts' says {with_ivar} of the train "
-                         f"split's {images} images carry 'image.ivar'; --model.augment.image_noise draws pixel "
-                         "noise from it: ingest the stamps with their IVAR extension, or leave image_noise off")
+    check_images_carry_ivar(manifest, f"{path}/{MANIFEST_NAME}")
 
 
 class PretrainCLI(LightningCLI):

@@ -16,7 +16,8 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from astrofm import __version__
-from astrofm.augment import AugmentConfig, augment_batch
+from astrofm.augment import AugmentConfig, augment_batch, check_images_carry_ivar
+from astrofm.data.manifest import MANIFEST_NAME
 from astrofm.losses import ContrastiveLossConfig, MultiModalContrastiveLoss
 from astrofm.models.multimodal import MultiModalModel
 from astrofm.retrieval import leave_one_out_knn_r2, pairwise_retrieval
@@ -128,6 +129,8 @@ class ContrastivePretrainer(pl.LightningModule):
         if missing:
             raise ValueError(f"{datamodule.path}: the model has encoders for {sorted(missing)}, "
                              f"which the dataset lacks (it has {manifest.spec.modalities})")
+        if self.augment_config.image_noise and "image" in self.model.modalities:
+            check_images_carry_ivar(manifest, f"{datamodule.path}/{MANIFEST_NAME}")
         self.model.set_statistics(manifest.to_dict())
         self.data_info = {"name": manifest.name, "path": str(datamodule.path), "train_objects":
                           manifest.count("train"), "provenance": manifest.provenance}

@@ -52,6 +52,18 @@ def griz_latent_dataset(tmp_path_factory) -> Path:
     return write_latent_dataset(tmp_path_factory.mktemp("pretrain") / "griz", spec, n=160)
 
 
+@pytest.fixture
+def no_ivar_dataset(tmp_path) -> Path:
+    """A latent dataset whose stamps were stored without ivar (an ingest of stamps with no IVAR extension)."""
+    rng = np.random.default_rng(1)
+    with DatasetWriter(tmp_path / "no_ivar", DatasetSpec(), config=WriterConfig(shard_size=40)) as writer:
+        for i in range(40):
+            sample = latent_sample(i, DatasetSpec(), rng)
+            del sample.image["ivar"]
+            writer.add(sample)
+    return tmp_path / "no_ivar"
+
+
 def astrofm_command(*args: str) -> list[str]:
     """The real console entry point, as a user runs it (DDP relaunches this same command for rank 1)."""
     return [sys.executable, "-m", "astrofm.cli.main", *args]

@@ -141,6 +141,17 @@ def test_self_views_need_an_encoder_and_an_augmentation_that_makes_a_second_view
     assert tiny_module(self_views=("image",), augment=replace(still_images, image_noise=True)).self_views == ("image",)
 
 
+def test_a_python_fit_with_image_noise_refuses_stamps_stored_without_ivar(no_ivar_dataset, tmp_path):
+    # The command line refuses it before building anything; a fit from Python is stopped at setup.
+    module = tiny_module(augment=AugmentConfig(image_noise=True))
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=1, accelerator="cpu", devices=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    data = ShardDataModule(str(no_ivar_dataset), batch_size=16, num_workers=0, samples_per_epoch=32)
+    with pytest.raises(ValueError, match=r"no_ivar/manifest.json: field 'optional_array_counts' says 0 of"):
+        trainer.fit(module, datamodule=data)
+    assert module.global_step == 0
+
+
 def _count_spectrum_passes(module) -> list[torch.Tensor]:
     """Records the ivar of every spectrum the encoder reads (one entry per forward pass)."""
     seen: list[torch.Tensor] = []
